@@ -1,0 +1,429 @@
+"""The only module that talks to gmqtt.
+
+A :class:`Connection` is one MQTT network connection. The client makes a new one for
+every connect attempt and owns reconnecting, so gmqtt's own reconnect, resubscribe and
+protocol downgrade never run. gmqtt's callbacks, property dicts and exceptions stop
+here: the rest of the library sees :class:`Incoming`, :class:`BrokerLimits` and its
+own exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl as ssl_module
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.storage import PersistentStorage
+
+from ._errors import ConnectError, NotConnectedError, ProtocolVersionError
+
+__all__ = ["BrokerLimits", "Incoming", "Will", "Connection", "ConnectionLost", "MQTT_V5", "MQTT_V311"]
+
+logger = logging.getLogger(__name__)
+
+MQTT_V5 = MQTTv50
+MQTT_V311 = MQTTv311
+
+# CONNACK reason codes that mean the broker does not speak the requested version:
+# 0x01 in MQTT 3.1.1 and 0x84 in MQTT v5.
+_UNSUPPORTED_VERSION_CODES = frozenset({0x01, 0x84})
+
+
+class ConnectionLost(Exception):
+    """Internal: the connection closed while an operation waited on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLimits:
+    """Values the broker imposed in CONNACK (MQTT v5 section 3.2.2.3)."""
+
+    maximum_packet_size: int | None
+    receive_maximum: int
+    subscription_identifiers: bool
+    retain_available: bool
+    maximum_qos: int
+    protocol_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One received PUBLISH, with gmqtt's property dict flattened."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    user_properties: list[tuple[str, str]] | None
+    response_topic: str | None
+    correlation_data: bytes | None
+    subscription_ids: tuple[int, ...]
+    message_expiry: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The will message the broker publishes when this connection dies."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    user_properties: list[tuple[str, str]]
+
+
+class _InflightWindow:
+    """Counts packet identifiers in use, so gmqtt never runs out of them.
+
+    gmqtt allocates PUBLISH, SUBSCRIBE and UNSUBSCRIBE packet ids from one pool capped
+    at the broker's Receive Maximum and raises OverflowError when it is full. Senders
+    acquire a slot before sending and release it on the acknowledgement.
+    """
+
+    def __init__(self) -> None:
+        self.capacity = 1
+        self.used = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._failed: BaseException | None = None
+
+    async def acquire(self) -> None:
+        while True:
+            if self._failed is not None:
+                raise self._failed
+            if self.used < self.capacity:
+                self.used += 1
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def release(self) -> None:
+        if self.used > 0:
+            self.used -= 1
+        self._wake_one()
+
+    def fail(self, error: BaseException) -> None:
+        self._failed = error
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class _InflightStorage(PersistentStorage):
+    """gmqtt's in-flight QoS store, releasing a window slot when a PUBLISH is acknowledged."""
+
+    def __init__(self, window: _InflightWindow) -> None:
+        super().__init__()
+        self._window = window
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        known = mid in self._messages
+        super().remove_message_by_mid(mid)
+        if known:
+            self._window.release()
+
+    def clear(self) -> None:
+        for _ in range(len(self._messages)):
+            self._window.release()
+        super().clear()
+
+
+class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
+    """gmqtt client whose reconnect hook reports the loss instead of reconnecting."""
+
+    lost_callback: Callable[[], None] = staticmethod(lambda: None)  # type: ignore[assignment]
+
+    async def reconnect(self, delay: bool = False) -> None:
+        self.lost_callback()
+
+
+class Connection:
+    """One MQTT connection to a broker, opened once and never reopened."""
+
+    def __init__(
+        self,
+        client_id: str,
+        *,
+        on_message: Callable[[Incoming], None],
+        on_lost: Callable[[], None],
+        protocol_version: int = MQTT_V5,
+        will: Will | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        session_expiry: int = 0,
+        maximum_packet_size: int | None = None,
+    ) -> None:
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._protocol_version = protocol_version
+        self._window = _InflightWindow()
+        self._pending_acks: dict[int, asyncio.Future[Sequence[int]]] = {}
+        self._lost = asyncio.Event()
+        self._open = False
+        self.limits: BrokerLimits | None = None
+
+        connect_properties: dict[str, Any] = {}
+        if protocol_version >= MQTT_V5:
+            connect_properties["session_expiry_interval"] = session_expiry
+            if maximum_packet_size is not None:
+                connect_properties["maximum_packet_size"] = maximum_packet_size
+
+        self._client = _GmqttClient(
+            client_id,
+            clean_session=True,
+            optimistic_acknowledgement=True,
+            will_message=_gmqtt_will(will, protocol_version),
+            persistent_storage=_InflightStorage(self._window),
+            logger=logging.getLogger("gmqtt"),
+            **connect_properties,
+        )
+        self._client.lost_callback = self._handle_lost
+        if username is not None:
+            self._client.set_auth_credentials(username, password)
+        self._client.on_message = self._handle_message
+        self._client.on_subscribe = self._handle_suback
+        self._client.on_unsubscribe = self._handle_unsuback
+        self._client.on_disconnect = lambda *args: self._handle_lost()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open and not self._lost.is_set()
+
+    async def open(
+        self, host: str, port: int, *, tls: ssl_module.SSLContext | None, keepalive: int, timeout: float
+    ) -> BrokerLimits:
+        """Open the TCP connection, send CONNECT and wait for CONNACK; raise ConnectError."""
+        connect = asyncio.ensure_future(
+            self._client.connect(host, port, ssl=tls or False, keepalive=keepalive, version=self._protocol_version)
+        )
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            done, _ = await asyncio.wait({connect, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if connect in done:
+            self._raise_connect_failure(connect, host, port)
+        else:
+            connect.cancel()
+            await asyncio.gather(connect, return_exceptions=True)
+            await self._abort()
+            if not done:
+                raise ConnectError(host, port, f"no CONNACK within {timeout:g} s")
+            self._raise_if_downgraded(host, port)
+            raise ConnectError(
+                host,
+                port,
+                "the broker closed the connection before CONNACK; if it only speaks MQTT 3.1.1, use compat=True",
+            )
+        self.limits = self._read_limits()
+        self._window.capacity = max(1, self.limits.receive_maximum - 2)
+        self._open = True
+        return self.limits
+
+    def _raise_connect_failure(self, connect: asyncio.Future[None], host: str, port: int) -> None:
+        error = connect.exception()
+        if error is None:
+            self._raise_if_downgraded(host, port)
+            return
+        reason_code = getattr(error, "_code", None)
+        if isinstance(error, gmqtt.MQTTConnectError) and reason_code in _UNSUPPORTED_VERSION_CODES:
+            raise ProtocolVersionError(host, port, _unsupported_version_text(self._protocol_version)) from None
+        if isinstance(error, gmqtt.MQTTConnectError):
+            raise ConnectError(host, port, f"broker refused the connection, {error}") from None
+        if isinstance(error, OSError):
+            raise ConnectError(host, port, error.strerror or str(error)) from None
+        raise ConnectError(host, port, f"{type(error).__name__}: {error}") from None
+
+    def _raise_if_downgraded(self, host: str, port: int) -> None:
+        # gmqtt answers a CONNACK of 0x01 to a v5 CONNECT by switching the process to
+        # MQTT 3.1.1 and retrying. mnemoq5 never downgrades silently.
+        if self._client._connection_state.protocol_version != self._protocol_version:
+            raise ProtocolVersionError(host, port, _unsupported_version_text(self._protocol_version))
+
+    def _read_limits(self) -> BrokerLimits:
+        properties = self._client._package_handler._connack_properties
+        is_v5 = self._protocol_version >= MQTT_V5
+
+        def first(name: str, default: Any) -> Any:
+            values = properties.get(name)
+            return values[0] if values else default
+
+        return BrokerLimits(
+            maximum_packet_size=first("maximum_packet_size", None),
+            receive_maximum=first("receive_maximum", 65_535) if is_v5 else 65_535,
+            subscription_identifiers=bool(first("sub_id_available", 1)) if is_v5 else False,
+            retain_available=bool(first("retain_available", 1)),
+            maximum_qos=first("max_qos", 2),
+            protocol_version=self._protocol_version,
+        )
+
+    def _handle_lost(self) -> None:
+        if self._lost.is_set():
+            return
+        self._lost.set()
+        self._window.fail(ConnectionLost())
+        for future in self._pending_acks.values():
+            if not future.done():
+                future.set_exception(ConnectionLost())
+        self._pending_acks.clear()
+        if self._open:
+            self._on_lost()
+
+    def _handle_message(self, client: object, topic: object, payload: bytes, qos: int, properties: dict) -> None:
+        if not isinstance(topic, str):
+            logger.warning("dropped a PUBLISH whose topic is not valid UTF-8: %r", topic)
+            return
+
+        def first(name: str) -> Any:
+            values = properties.get(name)
+            return values[0] if values else None
+
+        self._on_message(
+            Incoming(
+                topic=topic,
+                payload=bytes(payload),
+                qos=qos,
+                retain=bool(properties.get("retain")),
+                user_properties=properties.get("user_property"),
+                response_topic=first("response_topic"),
+                correlation_data=first("correlation_data"),
+                subscription_ids=tuple(properties.get("subscription_identifier", ())),
+                message_expiry=first("message_expiry_interval"),
+            )
+        )
+
+    def _handle_suback(self, client: object, mid: int, reason_codes: Sequence[int], properties: object) -> None:
+        self._window.release()
+        future = self._pending_acks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(tuple(reason_codes))
+
+    def _handle_unsuback(self, client: object, mid: int, reason_codes: Sequence[int]) -> None:
+        self._window.release()
+        future = self._pending_acks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(tuple(reason_codes))
+
+    def _require_open(self) -> None:
+        if not self.is_open:
+            raise ConnectionLost()
+
+    async def subscribe(
+        self, topic_filter: str, *, qos: int, no_local: bool, subscription_id: int | None
+    ) -> int:
+        """Send one SUBSCRIBE and return the SUBACK reason code; raise ConnectionLost."""
+        await self._window.acquire()
+        self._require_open()
+        subscription = gmqtt.Subscription(
+            topic_filter, qos=qos, no_local=no_local, subscription_identifier=subscription_id
+        )
+        future: asyncio.Future[Sequence[int]] = asyncio.get_running_loop().create_future()
+        mid = self._client.subscribe(subscription)
+        self._pending_acks[mid] = future
+        reason_codes = await future
+        return reason_codes[0] if reason_codes else 0x80
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        """Send one UNSUBSCRIBE and wait for UNSUBACK; raise ConnectionLost."""
+        await self._window.acquire()
+        self._require_open()
+        future: asyncio.Future[Sequence[int]] = asyncio.get_running_loop().create_future()
+        mid = self._client.unsubscribe(topic_filter)
+        self._pending_acks[mid] = future
+        await future
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool,
+        user_properties: Sequence[tuple[str, str]] = (),
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+        message_expiry: int | None = None,
+    ) -> None:
+        """Hand one PUBLISH to the transport; at QoS 1 and 2, first wait for a free packet id.
+
+        Returns before the acknowledgement arrives. Raises ConnectionLost.
+        """
+        if qos > 0:
+            await self._window.acquire()
+        self._require_open()
+        properties: dict[str, Any] = {}
+        if self._protocol_version >= MQTT_V5:
+            if user_properties:
+                properties["user_property"] = list(user_properties)
+            if response_topic is not None:
+                properties["response_topic"] = response_topic
+            if correlation_data is not None:
+                properties["correlation_data"] = correlation_data
+            if message_expiry is not None:
+                properties["message_expiry_interval"] = message_expiry
+        self._client.publish(gmqtt.Message(topic, payload, qos=qos, retain=retain, **properties))
+
+    def write_buffer_size(self) -> int:
+        """Return the bytes queued in the transport, for back-pressure on large replies."""
+        connection = self._client._connection
+        if connection is None or connection._transport is None:
+            return 0
+        return int(connection._transport.get_write_buffer_size())
+
+    async def close(self, *, send_disconnect: bool = True) -> None:
+        """Close the connection; with ``send_disconnect`` send DISCONNECT first, so no will is published."""
+        was_open = self.is_open
+        self._open = False
+        self._handle_lost()
+        if was_open and send_disconnect:
+            try:
+                await asyncio.wait_for(self._client.disconnect(), timeout=5)
+            except (OSError, asyncio.TimeoutError, RuntimeError) as error:
+                logger.debug("closing the connection failed: %s", error)
+            return
+        await self._abort()
+
+    async def _abort(self) -> None:
+        self._client._is_active = False
+        connection = self._client._connection
+        if connection is not None:
+            try:
+                await asyncio.wait_for(connection.close(), timeout=5)
+            except (OSError, asyncio.TimeoutError, RuntimeError) as error:
+                logger.debug("aborting the connection failed: %s", error)
+
+
+def _gmqtt_will(will: Will | None, protocol_version: int) -> gmqtt.Message | None:
+    if will is None:
+        return None
+    properties: dict[str, Any] = {}
+    if protocol_version >= MQTT_V5 and will.user_properties:
+        properties["user_property"] = list(will.user_properties)
+    return gmqtt.Message(will.topic, will.payload, qos=will.qos, retain=will.retain, **properties)
+
+
+def _unsupported_version_text(protocol_version: int) -> str:
+    if protocol_version >= MQTT_V5:
+        return "the broker does not support MQTT v5; connect with compat=True to use MQTT 3.1.1"
+    return "the broker does not support MQTT 3.1.1"
+
+
+def raise_not_connected(what: str) -> NotConnectedError:
+    return NotConnectedError(f"cannot {what}: the client is not connected")

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from mnemoq5 import Message, MnemoQ
+
+from .broker import Mosquitto
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Mosquitto]:
+    """One private Mosquitto for the whole test session, shared by tests that do not stop it."""
+    with Mosquitto() as instance:
+        yield instance
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Mosquitto]:
+    """A private Mosquitto for one test, which the test may kill and restart."""
+    with Mosquitto() as instance:
+        yield instance
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def topic_root(request: pytest.FixtureRequest) -> str:
+    """A topic prefix that no other test uses."""
+    return f"t/{request.node.name[:40]}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+async def make_client(broker: Mosquitto) -> AsyncIterator:
+    """Factory of connected clients on the session broker, disconnected at teardown."""
+    clients: list[MnemoQ] = []
+
+    async def make(**settings: object) -> MnemoQ:
+        settings.setdefault("host", broker.host)
+        settings.setdefault("port", broker.port)
+        client = MnemoQ(**settings)  # type: ignore[arg-type]
+        await client.connect()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.disconnect()
+
+
+async def next_message(client: MnemoQ, timeout: float = 5.0) -> Message:
+    """Return the next message from ``client.messages()``, or fail after ``timeout`` seconds."""
+    iterator = client.messages().__aiter__()
+    return await asyncio.wait_for(iterator.__anext__(), timeout)
