@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import random
 import ssl
 import uuid
@@ -13,12 +14,15 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from . import _adapter
-from ._adapter import BrokerLimits, Connection, ConnectionLost, Incoming
-from ._envelope import Kind, decode_v5, encode_v5, validate_user_properties
+from ._adapter import BrokerLimits, Connection, ConnectionLost, Incoming, Will
+from ._catchup import CatchUpEngine, PendingReload, entry_to_message
+from ._control import ControlTopics, ReplyEntry, encode_presence
+from ._envelope import Envelope, Kind, decode_v5, encode_v5, validate_user_properties
 from ._errors import (
     ConnectError,
     EnvelopeError,
     InvalidArgumentError,
+    InvalidTopicError,
     NotConnectedError,
     PacketTooLargeError,
     SubscribeError,
@@ -26,7 +30,8 @@ from ._errors import (
 from ._message import Message
 from ._packet import publish_packet_size
 from ._ratelimit import RateLimitedWarning
-from ._stamp import HybridClock, Stamp
+from ._snapshot import Snapshot
+from ._stamp import HybridClock, wall_clock_millis
 from ._store import Entry, MemoryStore, Store, StoreView
 from ._topics import is_shared_filter, topic_matches, validate_topic_filter, validate_topic_name
 
@@ -57,6 +62,7 @@ class Stats:
     duplicates_dropped: int = 0
     stale_dropped: int = 0
     reconnects: int = 0
+    requests_rate_limited: int = 0
 
 
 @dataclass
@@ -64,6 +70,8 @@ class _Subscription:
     topic_filter: str
     qos: int
     identifier: int
+    catch_up: bool = False
+    no_local: bool = True
 
 
 class _Closed:
@@ -99,6 +107,14 @@ class MnemoQ:
       client starts every connection with Clean Start and resubscribes itself.
     - ``connect_timeout``: seconds to wait for CONNACK, default 10.
     - ``store``: the last-value store, default a new :class:`MemoryStore`.
+    - ``control_prefix``: the first level(s) of the control topics that carry catch-up
+      requests, replies and presence, default ``"mnemoq5"``. Peers see each other only
+      when they use the same prefix.
+    - ``maximum_packet_size``: the largest packet this client accepts, sent in CONNECT;
+      default None (no limit beyond the protocol's). Catch-up replies respect it.
+    - ``reply_jitter``: the upper bound in seconds of the random delay before this
+      client answers a catch-up request, default 0.05, so many peers do not answer at
+      the same instant.
     """
 
     def __init__(
@@ -116,6 +132,9 @@ class MnemoQ:
         session_expiry: int = 0,
         connect_timeout: float = 10.0,
         store: Store | None = None,
+        control_prefix: str = "mnemoq5",
+        maximum_packet_size: int | None = None,
+        reply_jitter: float = 0.05,
     ) -> None:
         if client_id is None:
             client_id = generate_client_id()
@@ -129,6 +148,11 @@ class MnemoQ:
             raise InvalidArgumentError(f"keepalive {keepalive!r} must be 0..65535 seconds")
         if not 0 <= session_expiry <= 0xFFFFFFFF:
             raise InvalidArgumentError(f"session_expiry {session_expiry!r} must be 0..4294967295 seconds")
+        _check_control_prefix(control_prefix)
+        if maximum_packet_size is not None and not 1024 <= maximum_packet_size <= 268_435_460:
+            raise InvalidArgumentError(
+                f"maximum_packet_size {maximum_packet_size!r} must be 1024..268435460 bytes or None"
+            )
 
         self._host = host
         self._port = port
@@ -141,6 +165,9 @@ class MnemoQ:
         self._reconnect_max_delay = reconnect_max_delay
         self._session_expiry = session_expiry
         self._connect_timeout = connect_timeout
+        self._maximum_packet_size = maximum_packet_size
+        self._topics = ControlTopics(control_prefix)
+        self._started_millis = wall_clock_millis()
 
         self._store = store if store is not None else MemoryStore()
         self._clock = HybridClock(client_id)
@@ -156,10 +183,14 @@ class MnemoQ:
         self._subscriptions: dict[str, _Subscription] = {}
         self._next_subscription_id = 1
         self._queue: asyncio.Queue[Message | _Closed] = asyncio.Queue()
-        self._newest_delivered: dict[str, Stamp] = {}
+        self._known: dict[str, Message] = {}
         self._unsent_topics: set[str] = set()
         self._malformed_log = RateLimitedWarning(logger)
-        self.stats = Stats()
+        self._sync_waiter: tuple[bytes, asyncio.Future[None]] | None = None
+        self._control_subscriptions: list[_Subscription] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._catch_up = CatchUpEngine(self, self._topics, self._store, reply_jitter=reply_jitter)
+        self._stats = Stats()
 
     # -- properties -------------------------------------------------------
 
@@ -176,6 +207,16 @@ class MnemoQ:
     @property
     def state(self) -> ConnectionState:
         return self._state
+
+    @property
+    def stats(self) -> Stats:
+        """Counters of dropped input, reconnects and rate-limited requests."""
+        self._stats.requests_rate_limited = self._catch_up.requests_rate_limited
+        return self._stats
+
+    def peers(self) -> dict[str, int]:
+        """Return the live peers seen through presence: client id to start time in Unix milliseconds."""
+        return dict(self._catch_up.peers)
 
     @property
     def broker_limits(self) -> BrokerLimits | None:
@@ -225,7 +266,16 @@ class MnemoQ:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._catch_up.close()
         if self._connection is not None:
+            try:
+                # Clear the retained presence: a clean DISCONNECT does not publish the will.
+                await asyncio.wait_for(self._announce(b"", qos=0), timeout=1)
+            except (ConnectionLost, asyncio.TimeoutError):
+                pass
             await self._connection.close()
             self._connection = None
         self._queue.put_nowait(_CLOSED)
@@ -238,9 +288,17 @@ class MnemoQ:
             on_message=self._dispatch,
             on_lost=self._lost.set,
             protocol_version=_adapter.MQTT_V5,
+            will=Will(
+                self._topics.presence(self._client_id),
+                b"",
+                qos=1,
+                retain=True,
+                user_properties=encode_v5(self._client_id, Kind.PRESENCE, None),
+            ),
             username=self._username,
             password=self._password,
             session_expiry=self._session_expiry,
+            maximum_packet_size=self._maximum_packet_size,
         )
         self._limits = await connection.open(
             self._host, self._port, tls=self._tls, keepalive=self._keepalive, timeout=self._connect_timeout
@@ -254,11 +312,52 @@ class MnemoQ:
             self._limits.maximum_packet_size or "unlimited",
             self._limits.receive_maximum,
         )
+        self._catch_up.reset_presence()
         try:
+            await self._subscribe_control()
             await self._resubscribe()
+            await self._sync()
+            await self._announce(encode_presence(self._started_millis), qos=1)
             await self._send_unsent()
         except ConnectionLost:
             self._lost.set()
+
+    async def _subscribe_control(self) -> None:
+        """Subscribe to requests, presence and this client's reply topic."""
+        if not self._control_subscriptions:
+            self._control_subscriptions = [
+                _Subscription(self._topics.request, 1, self._allocate_subscription_id()),
+                _Subscription(self._topics.presence_filter, 1, self._allocate_subscription_id()),
+                # No Local stays off on the private reply topic, so the sync probe comes back.
+                _Subscription(
+                    self._topics.reply(self._client_id), 1, self._allocate_subscription_id(), no_local=False
+                ),
+            ]
+        connection = self._connection
+        assert connection is not None
+        await asyncio.gather(*(self._send_subscribe(connection, sub) for sub in self._control_subscriptions))
+
+    async def _sync(self) -> None:
+        """Wait until the broker has sent every retained presence message.
+
+        A probe published to this client's own reply topic comes back after the
+        messages queued before it, so once it arrives the peer table is complete.
+        NOTE: this relies on the broker delivering in order across topics, which
+        Mosquitto does; MQTT only requires it per topic [MQTT-4.6.0-6].
+        """
+        token = os.urandom(8)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sync_waiter = (token, future)
+        try:
+            await self.control_send(self._topics.reply(self._client_id), b"", Kind.SYNC, qos=1, correlation_data=token)
+            await asyncio.wait_for(future, self._connect_timeout)
+        except asyncio.TimeoutError:
+            logger.warning("the broker did not return the presence sync probe within %s s", self._connect_timeout)
+        finally:
+            self._sync_waiter = None
+
+    async def _announce(self, payload: bytes, *, qos: int) -> None:
+        await self.control_send(self._topics.presence(self._client_id), payload, Kind.PRESENCE, qos=qos, retain=True)
 
     async def _supervise(self) -> None:
         while True:
@@ -270,7 +369,10 @@ class MnemoQ:
             logger.info("client %s lost its connection to %s:%s", self._client_id, self._host, self._port)
             await self._reconnect()
             self._state = ConnectionState.CONNECTED
-            self.stats.reconnects += 1
+            self._stats.reconnects += 1
+            for subscription in self._subscriptions.values():
+                if subscription.catch_up:
+                    self._spawn(self._background_reload(subscription.topic_filter, None))
 
     async def _reconnect(self) -> None:
         attempt = 0
@@ -296,8 +398,13 @@ class MnemoQ:
 
     # -- subscriptions ----------------------------------------------------
 
-    async def subscribe(self, topic_filter: str, qos: int = 0) -> None:
-        """Subscribe to ``topic_filter`` with NoLocal set; wait for SUBACK.
+    async def subscribe(self, topic_filter: str, qos: int = 0, *, catch_up: bool = False, timeout: float = 2.0) -> None:
+        """Subscribe to ``topic_filter`` with No Local set; wait for SUBACK.
+
+        With ``catch_up`` the client then reloads the filter from its live peers, waiting
+        at most ``timeout`` seconds, and the replayed values arrive through
+        :meth:`messages` with ``replayed`` True. It reloads the filter again after each
+        reconnect and asks each peer that joins later.
 
         Raises InvalidTopicError for an invalid filter and SubscribeError when the broker
         refuses. While the client reconnects, the subscription is recorded and sent
@@ -305,6 +412,7 @@ class MnemoQ:
         """
         topic_filter = validate_topic_filter(topic_filter)
         _check_qos(qos)
+        self._reject_control_topic(topic_filter)
         if is_shared_filter(topic_filter):
             raise InvalidArgumentError(
                 f"shared subscription {topic_filter!r} is not supported: every mnemoq5 subscription sets "
@@ -317,8 +425,17 @@ class MnemoQ:
             subscription = _Subscription(topic_filter, qos, self._allocate_subscription_id())
             self._subscriptions[topic_filter] = subscription
         subscription.qos = qos
+        subscription.catch_up = subscription.catch_up or catch_up
         if connection is not None:
             await self._send_subscribe(connection, subscription)
+        if catch_up and connection is not None:
+            await self._reload(topic_filter, timeout=timeout, deliver=True)
+
+    def _reject_control_topic(self, topic: str) -> None:
+        if self._topics.contains(topic):
+            raise InvalidTopicError(
+                topic, f"topics under the control prefix {self._topics.prefix!r} are reserved for mnemoq5"
+            )
 
     async def unsubscribe(self, topic_filter: str) -> None:
         """Remove the subscription to ``topic_filter``; messages for it stop arriving."""
@@ -343,7 +460,7 @@ class MnemoQ:
             reason_code = await connection.subscribe(
                 subscription.topic_filter,
                 qos=subscription.qos,
-                no_local=True,
+                no_local=subscription.no_local,
                 subscription_id=subscription.identifier if use_ids else None,
             )
         except ConnectionLost:
@@ -388,6 +505,7 @@ class MnemoQ:
         """
         topic = validate_topic_name(topic)
         _check_qos(qos)
+        self._reject_control_topic(topic)
         data = _payload_bytes(payload)
         properties = validate_user_properties(user_properties)
         connection = self._require_connection("publish")
@@ -456,20 +574,21 @@ class MnemoQ:
         try:
             envelope = decode_v5(incoming.user_properties)
         except EnvelopeError as error:
-            self._drop_malformed(incoming.topic, error)
+            self.drop_malformed(incoming.topic, error)
+            return
+        if not self._is_first_copy(incoming):
+            self._stats.duplicates_dropped += 1
+            return
+        if self._topics.contains(incoming.topic):
+            self._dispatch_control(incoming, envelope)
             return
         if envelope.sender == self._client_id:
             # Mosquitto delivers a client's own retained message when it subscribes,
             # although No Local is set, so identity is checked as well.
-            self.stats.own_dropped += 1
+            self._stats.own_dropped += 1
             return
         if envelope.kind not in (None, Kind.DATA):
-            self._drop_malformed(incoming.topic, EnvelopeError(f"kind {envelope.kind.value!r} on a data topic"))
-            return
-        if not self._is_first_copy(incoming):
-            self.stats.duplicates_dropped += 1
-            return
-        if envelope.stamp is not None and not self._accept_stamp(incoming.topic, envelope.stamp):
+            self.drop_malformed(incoming.topic, EnvelopeError(f"kind {envelope.kind.value!r} on a data topic"))
             return
         message = Message(
             topic=incoming.topic,
@@ -481,11 +600,50 @@ class MnemoQ:
             replayed=False,
             stamp=envelope.stamp,
         )
+        if envelope.stamp is not None and not self._accept(message):
+            return
         logger.debug("received %s from %s", incoming.topic, envelope.sender)
         self._queue.put_nowait(message)
 
-    def _drop_malformed(self, topic: str, error: Exception) -> None:
-        self.stats.malformed_dropped += 1
+    def _dispatch_control(self, incoming: Incoming, envelope: Envelope) -> None:
+        """Hand a control message to the catch-up engine; malformed ones are dropped and counted."""
+        if envelope.sender is None and self._topics.presence_owner(incoming.topic) is None:
+            self.drop_malformed(incoming.topic, EnvelopeError("control message without an envelope"))
+            return
+        try:
+            if envelope.kind is Kind.SYNC:
+                self._handle_sync(incoming, envelope)
+            elif envelope.sender == self._client_id:
+                self._stats.own_dropped += 1
+            elif envelope.kind is Kind.PRESENCE or (envelope.kind is None and incoming.payload == b""):
+                joined = self._catch_up.handle_presence(incoming, envelope)
+                if joined is not None:
+                    self._peer_joined(joined)
+            elif envelope.kind is Kind.REQUEST and incoming.topic == self._topics.request:
+                self._catch_up.handle_request(incoming, envelope)
+            elif envelope.kind is Kind.REPLY and incoming.topic == self._topics.reply(self._client_id):
+                self._catch_up.handle_reply(incoming, envelope)
+            else:
+                kind = envelope.kind.value if envelope.kind else None
+                raise EnvelopeError(f"unexpected kind {kind!r} on control topic")
+        except EnvelopeError as error:
+            self.drop_malformed(incoming.topic, error)
+
+    def _handle_sync(self, incoming: Incoming, envelope: Envelope) -> None:
+        waiter = self._sync_waiter
+        if envelope.sender != self._client_id or waiter is None:
+            raise EnvelopeError("sync probe that this client did not send")
+        token, future = waiter
+        if incoming.correlation_data == token and not future.done():
+            future.set_result(None)
+
+    def _peer_joined(self, peer: str) -> None:
+        for subscription in self._subscriptions.values():
+            if subscription.catch_up:
+                self._spawn(self._background_reload(subscription.topic_filter, [peer]))
+
+    def drop_malformed(self, topic: str, error: Exception) -> None:
+        self._stats.malformed_dropped += 1
         self._malformed_log.warning("dropped a malformed message on %r: %s", topic, error)
 
     def _is_first_copy(self, incoming: Incoming) -> bool:
@@ -499,28 +657,155 @@ class MnemoQ:
             return True
         matching = [
             subscription.identifier
-            for subscription in self._subscriptions.values()
+            for subscription in (*self._control_subscriptions, *self._subscriptions.values())
             if topic_matches(subscription.topic_filter, incoming.topic)
         ]
         if not matching:
             return True
         return min(matching) in incoming.subscription_ids
 
-    def _accept_stamp(self, topic: str, stamp: Stamp) -> bool:
-        """Record ``stamp`` as delivered for ``topic`` unless a version as new is known."""
-        self._clock.observe(stamp)
-        newest = self._newest_delivered.get(topic)
+    def _newest_known(self, topic: str) -> Message | None:
+        known = self._known.get(topic)
         own = self._store.get(topic)
-        if own is not None and (newest is None or own.stamp > newest):
-            newest = own.stamp
-        if newest is not None and not stamp > newest:
-            if stamp == newest:
-                self.stats.duplicates_dropped += 1
+        if own is not None and (known is None or known.stamp is None or own.stamp > known.stamp):
+            return _entry_message(own, self._client_id)
+        return known
+
+    def _accept(self, message: Message) -> bool:
+        """Record ``message`` as the newest version of its topic unless a version as new is known."""
+        assert message.stamp is not None
+        self._clock.observe(message.stamp)
+        newest = self._newest_known(message.topic)
+        if newest is not None and newest.stamp is not None and not message.stamp > newest.stamp:
+            if message.stamp == newest.stamp:
+                self._stats.duplicates_dropped += 1
             else:
-                self.stats.stale_dropped += 1
+                self._stats.stale_dropped += 1
             return False
-        self._newest_delivered[topic] = stamp
+        self._known[message.topic] = message
         return True
+
+    # -- catch-up ---------------------------------------------------------
+
+    async def reload(self, topic_filter: str, timeout: float = 2.0) -> Snapshot:
+        """Ask the live peers for their newest values under ``topic_filter`` and wait for them.
+
+        Returns when every peer that was live at the request has sent its whole reply,
+        or after ``timeout`` seconds; ``Snapshot.complete`` and ``Snapshot.missing``
+        tell which. With no live peer it returns at once. The snapshot holds the newest
+        known version of each matching topic: from replies, from live messages, and from
+        this client's own store. Replayed values that are newer than what the client had
+        also go to :meth:`messages` when they match a subscription.
+        """
+        topic_filter = validate_topic_filter(topic_filter)
+        self._reject_control_topic(topic_filter)
+        if is_shared_filter(topic_filter):
+            raise InvalidArgumentError(f"reload filter {topic_filter!r} must not be a shared subscription")
+        if timeout <= 0:
+            raise InvalidArgumentError(f"timeout {timeout!r} must be a positive number of seconds")
+        if self._require_connection("reload") is None:
+            raise NotConnectedError("cannot reload: the client is reconnecting to the broker")
+        return await self._reload(topic_filter, timeout=timeout, deliver=True)
+
+    async def _reload(
+        self, topic_filter: str, *, timeout: float, deliver: bool, peers: list[str] | None = None
+    ) -> Snapshot:
+        try:
+            pending = await self._catch_up.start_reload(topic_filter, deliver=deliver, peers=peers)
+        except ConnectionLost:
+            raise NotConnectedError("cannot reload: the connection to the broker was lost") from None
+        try:
+            await asyncio.wait_for(pending.done.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._catch_up.finish_reload(pending)
+        missing = frozenset(pending.expected - pending.answered)
+        if missing:
+            logger.info("reload %r: no complete reply from %s", topic_filter, sorted(missing))
+        return Snapshot(topic_filter, self._snapshot_messages(topic_filter), frozenset(pending.answered), missing)
+
+    def _snapshot_messages(self, topic_filter: str) -> dict[str, Message]:
+        topics = {topic for topic in self._known if topic_matches(topic_filter, topic)}
+        topics.update(entry.topic for entry in self._store.matching(topic_filter))
+        messages = {}
+        for topic in sorted(topics):
+            newest = self._newest_known(topic)
+            if newest is not None:
+                messages[topic] = newest
+        return messages
+
+    async def _background_reload(self, topic_filter: str, peers: list[str] | None) -> None:
+        try:
+            snapshot = await self._reload(topic_filter, timeout=self._connect_timeout, deliver=True, peers=peers)
+        except NotConnectedError:
+            return
+        logger.info(
+            "catch-up of %r: %d topics, %d peers answered, missing %s",
+            topic_filter,
+            len(snapshot),
+            len(snapshot.answered),
+            sorted(snapshot.missing),
+        )
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.create_task(coroutine, name=f"mnemoq5-catch-up-{self._client_id}")  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- the interface the catch-up engine uses --------------------------
+
+    def apply_replayed(self, entry: ReplyEntry, reload: PendingReload) -> None:
+        message = entry_to_message(entry)
+        if not self._accept(message):
+            return
+        if reload.deliver and any(
+            topic_matches(subscription.topic_filter, entry.topic) for subscription in self._subscriptions.values()
+        ):
+            self._queue.put_nowait(message)
+
+    async def control_send(
+        self,
+        topic: str,
+        payload: bytes,
+        kind: Kind,
+        *,
+        qos: int,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+    ) -> None:
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            raise ConnectionLost()
+        await connection.publish(
+            topic,
+            payload,
+            qos=qos,
+            retain=retain,
+            user_properties=encode_v5(self._client_id, kind, None),
+            response_topic=response_topic,
+            correlation_data=correlation_data,
+        )
+
+    def own_maximum_packet_size(self) -> int | None:
+        return self._maximum_packet_size
+
+    def broker_maximum_packet_size(self) -> int | None:
+        return self._limits.maximum_packet_size if self._limits else None
+
+
+def _entry_message(entry: Entry, client_id: str) -> Message:
+    return Message(
+        topic=entry.topic,
+        payload=entry.payload,
+        qos=entry.qos,
+        retain=entry.retain,
+        sender=client_id,
+        user_properties=list(entry.user_properties),
+        replayed=False,
+        stamp=entry.stamp,
+    )
 
 
 def _check_client_id(client_id: object) -> None:
@@ -542,6 +827,16 @@ def _check_client_id(client_id: object) -> None:
 def _check_qos(qos: object) -> None:
     if qos not in (0, 1, 2) or isinstance(qos, bool):
         raise InvalidArgumentError(f"qos {qos!r} is invalid: it must be 0, 1 or 2")
+
+
+def _check_control_prefix(prefix: object) -> None:
+    if not isinstance(prefix, str):
+        raise InvalidArgumentError(f"control_prefix {prefix!r} must be str")
+    validate_topic_name(prefix)
+    if prefix.startswith("$") or prefix.endswith("/") or prefix.startswith("/"):
+        raise InvalidArgumentError(
+            f"control_prefix {prefix!r} must not start with '$' or '/' and must not end with '/'"
+        )
 
 
 def _payload_bytes(payload: object) -> bytes:

@@ -47,6 +47,7 @@ class Kind(enum.Enum):
     REQUEST = "request"
     REPLY = "reply"
     PRESENCE = "presence"
+    SYNC = "sync"
 
     @property
     def carries_stamp(self) -> bool:
@@ -96,7 +97,7 @@ def validate_user_properties(properties: Iterable[tuple[str, str]] | None) -> Us
     """
     if properties is None:
         return ()
-    if isinstance(properties, (str, bytes, dict)):
+    if isinstance(properties, (str, bytes, dict)) or not isinstance(properties, Iterable):
         raise InvalidPropertyError(
             f"user_properties must be a sequence of (key, value) pairs, not {type(properties).__name__}"
         )
@@ -119,10 +120,16 @@ def encode_v5(
 ) -> list[tuple[str, str]]:
     """Build the PUBLISH user property list: the reserved keys first, then the application's pairs.
 
-    ``user_properties`` must already have passed validate_user_properties.
+    ``user_properties`` must already have passed validate_user_properties. Raises
+    ValueError for an envelope that decode_v5 would reject: an empty sender, or a
+    stamp missing from a kind that carries one or present on a kind that does not.
     """
+    if sender == "":
+        raise ValueError(f"the sender under {KEY_ID!r} must not be empty")
     if kind.carries_stamp and stamp is None:
         raise ValueError(f"kind {kind.value!r} needs a stamp")
+    if not kind.carries_stamp and stamp is not None:
+        raise ValueError(f"kind {kind.value!r} must not carry a stamp")
     encoded = [(KEY_ID, sender), (KEY_KIND, kind.value)]
     if stamp is not None:
         encoded.append((KEY_STAMP, stamp.to_text()))

@@ -9,8 +9,8 @@ order. Pure code: the wall clock is passed in by the caller.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ._errors import EnvelopeError
 
@@ -33,16 +33,24 @@ class Stamp:
     def sort_key(self) -> tuple[int, int, bytes]:
         return (self.millis, self.counter, self.writer.encode("utf-8", "surrogatepass"))
 
-    def __lt__(self, other: Stamp) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Stamp):
+            return NotImplemented
         return self.sort_key() < other.sort_key()
 
-    def __le__(self, other: Stamp) -> bool:
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Stamp):
+            return NotImplemented
         return self.sort_key() <= other.sort_key()
 
-    def __gt__(self, other: Stamp) -> bool:
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Stamp):
+            return NotImplemented
         return self.sort_key() > other.sort_key()
 
-    def __ge__(self, other: Stamp) -> bool:
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Stamp):
+            return NotImplemented
         return self.sort_key() >= other.sort_key()
 
     def to_text(self) -> str:
@@ -93,13 +101,20 @@ class HybridClock:
             self._millis, self._counter = stamp.millis, stamp.counter
 
     def next_stamp(self) -> Stamp:
-        """Issue a new stamp for a local write."""
-        now = self._now()
+        """Issue a new stamp for a local write.
+
+        Raises OverflowError when the clock stands at MAX_MILLIS and MAX_COUNTER, which
+        only an observed stamp from a broken or hostile peer can cause: a stamp beyond
+        the maximum would be rejected by every receiver.
+        """
+        now = min(self._now(), MAX_MILLIS)
         if now > self._millis:
             self._millis, self._counter = now, 0
         elif self._counter < MAX_COUNTER:
             self._counter += 1
-        else:
+        elif self._millis < MAX_MILLIS:
             # The counter is exhausted within one millisecond: borrow the next one.
             self._millis, self._counter = self._millis + 1, 0
+        else:
+            raise OverflowError(f"the hybrid clock of {self._writer!r} has reached {MAX_MILLIS}:{MAX_COUNTER}")
         return Stamp(self._millis, self._counter, self._writer)

@@ -70,7 +70,7 @@ class Store(abc.ABC):
                 if entry is not None:
                     yield entry
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op default that stores may override
         """Release the store's resources. The default does nothing."""
 
 

@@ -1,0 +1,364 @@
+"""Catch-up: presence, answering requests, and collecting replies into snapshots.
+
+The client owns the connection and the store; this module owns the control protocol
+state. It calls back into the client through the small :class:`CatchUpHost` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ._adapter import ConnectionLost, Incoming
+from ._control import (
+    CHUNK_OVERHEAD,
+    ControlTopics,
+    ReplyChunk,
+    ReplyEntry,
+    Request,
+    decode_chunk,
+    decode_presence,
+    decode_request,
+    encode_chunk,
+    encode_entry,
+    encode_request,
+    split_into_chunks,
+)
+from ._envelope import Envelope, Kind, encode_v5
+from ._errors import EnvelopeError
+from ._message import Message
+from ._packet import publish_packet_size
+from ._ratelimit import RateLimitedWarning
+from ._store import Entry, Store
+from ._topics import topic_matches
+
+__all__ = ["CatchUpEngine", "CatchUpHost", "PendingReload"]
+
+logger = logging.getLogger(__name__)
+
+# Reply chunks stay below this size even when neither side limits packets: gmqtt
+# rebuilds its read buffer on every 64 KiB read, so very large packets read slowly.
+DEFAULT_MAX_CHUNK = 256 * 1024
+# A requester may send this many requests at once, then this many per second.
+REQUEST_BURST = 20
+REQUEST_RATE = 10.0
+
+
+class CatchUpHost(Protocol):
+    """What the catch-up engine needs from the client."""
+
+    client_id: str
+
+    async def control_send(
+        self,
+        topic: str,
+        payload: bytes,
+        kind: Kind,
+        *,
+        qos: int,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+    ) -> None:
+        """Publish a control message; raise ConnectionLost when there is no connection."""
+
+    def own_maximum_packet_size(self) -> int | None:
+        """Return the Maximum Packet Size this client sent in CONNECT, or None."""
+
+    def broker_maximum_packet_size(self) -> int | None:
+        """Return the Maximum Packet Size from the broker's CONNACK, or None."""
+
+    def apply_replayed(self, entry: ReplyEntry, reload: PendingReload) -> None: ...
+
+    def drop_malformed(self, topic: str, error: Exception) -> None: ...
+
+
+@dataclass
+class PendingReload:
+    """One outstanding request and the progress of each peer's reply."""
+
+    topic_filter: str
+    correlation: bytes
+    expected: set[str]
+    deliver: bool
+    answered: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    next_sequence: dict[str, int] = field(default_factory=dict)
+    received_count: dict[str, int] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def check_done(self) -> None:
+        if self.expected <= self.answered | self.failed:
+            self.done.set()
+
+
+class _TokenBucket:
+    def __init__(self) -> None:
+        self.tokens = float(REQUEST_BURST)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(float(REQUEST_BURST), self.tokens + (now - self.updated) * REQUEST_RATE)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class CatchUpEngine:
+    """Presence tracking, the responder and the requester side of catch-up."""
+
+    def __init__(self, host: CatchUpHost, topics: ControlTopics, store: Store, *, reply_jitter: float) -> None:
+        self._host = host
+        self._topics = topics
+        self._store = store
+        self._reply_jitter = reply_jitter
+        self.peers: dict[str, int] = {}
+        self._pending: dict[bytes, PendingReload] = {}
+        self._buckets: dict[str, _TokenBucket] = {}
+        self._reply_tasks: set[asyncio.Task[None]] = set()
+        self._rate_log = RateLimitedWarning(logger)
+        self.requests_rate_limited = 0
+
+    # -- presence -------------------------------------------------------
+
+    def reset_presence(self) -> None:
+        """Forget the known peers; the next subscription to presence rebuilds them."""
+        self.peers.clear()
+
+    def handle_presence(self, incoming: Incoming, envelope: Envelope) -> str | None:
+        """Update the peer table; return the id of a peer that announced itself live, else None."""
+        owner = self._topics.presence_owner(incoming.topic)
+        if owner is None or owner == self._host.client_id:
+            return None
+        if envelope.sender is not None and envelope.sender != owner:
+            raise EnvelopeError(f"presence for {owner!r} was sent by {envelope.sender!r}")
+        started = decode_presence(incoming.payload)
+        if started is None:
+            if self.peers.pop(owner, None) is not None:
+                logger.info("peer %s left", owner)
+            self._peer_left(owner)
+            return None
+        joined = owner not in self.peers
+        self.peers[owner] = started
+        if joined:
+            logger.info("peer %s is live", owner)
+        return owner if joined and not incoming.retain else None
+
+    def _peer_left(self, peer: str) -> None:
+        for reload in self._pending.values():
+            if peer in reload.expected and peer not in reload.answered:
+                reload.failed.add(peer)
+                reload.check_done()
+
+    # -- requester side ---------------------------------------------------
+
+    async def start_reload(
+        self, topic_filter: str, *, deliver: bool, peers: Iterable[str] | None = None
+    ) -> PendingReload:
+        """Register a reload and send its request; the caller awaits ``done``."""
+        expected = set(self.peers) if peers is None else set(peers) & set(self.peers)
+        expected.discard(self._host.client_id)
+        reload = PendingReload(topic_filter, os.urandom(16), expected, deliver)
+        if not expected:
+            reload.done.set()
+            return reload
+        self._pending[reload.correlation] = reload
+        request = Request(
+            topic_filter,
+            self._host.own_maximum_packet_size(),
+            frozenset(expected) if peers is not None else None,
+        )
+        try:
+            await self._host.control_send(
+                self._topics.request,
+                encode_request(request),
+                Kind.REQUEST,
+                qos=1,
+                response_topic=self._topics.reply(self._host.client_id),
+                correlation_data=reload.correlation,
+            )
+        except ConnectionLost:
+            self.finish_reload(reload)
+            raise
+        logger.debug("reload %r sent to %d peers", topic_filter, len(expected))
+        return reload
+
+    def finish_reload(self, reload: PendingReload) -> None:
+        self._pending.pop(reload.correlation, None)
+
+    def handle_reply(self, incoming: Incoming, envelope: Envelope) -> None:
+        reload = self._pending.get(incoming.correlation_data or b"")
+        if reload is None:
+            raise EnvelopeError("reply with unknown correlation data")
+        peer = envelope.sender
+        assert peer is not None
+        if peer not in reload.expected or peer in reload.answered or peer in reload.failed:
+            raise EnvelopeError(f"reply from {peer!r}, which this reload is not waiting for")
+        try:
+            chunk = decode_chunk(incoming.payload)
+            self._check_chunk(reload, peer, chunk)
+        except EnvelopeError:
+            reload.failed.add(peer)
+            reload.check_done()
+            raise
+        for entry in chunk.entries:
+            self._host.apply_replayed(entry, reload)
+        reload.received_count[peer] = reload.received_count.get(peer, 0) + len(chunk.entries)
+        reload.next_sequence[peer] = chunk.sequence + 1
+        if chunk.end_count is not None:
+            if chunk.end_count != reload.received_count[peer]:
+                reload.failed.add(peer)
+                reload.check_done()
+                raise EnvelopeError(
+                    f"reply from {peer!r} announced {chunk.end_count} entries but carried "
+                    f"{reload.received_count[peer]}"
+                )
+            reload.answered.add(peer)
+            reload.check_done()
+
+    def _check_chunk(self, reload: PendingReload, peer: str, chunk: ReplyChunk) -> None:
+        expected_sequence = reload.next_sequence.get(peer, 0)
+        if chunk.sequence != expected_sequence:
+            raise EnvelopeError(f"reply chunk {chunk.sequence} from {peer!r}, expected {expected_sequence}")
+        for entry in chunk.entries:
+            if not topic_matches(reload.topic_filter, entry.topic):
+                raise EnvelopeError(f"reply entry {entry.topic!r} is outside the filter {reload.topic_filter!r}")
+            if self._topics.contains(entry.topic):
+                raise EnvelopeError(f"reply entry {entry.topic!r} is a control topic")
+
+    # -- responder side -------------------------------------------------
+
+    def handle_request(self, incoming: Incoming, envelope: Envelope) -> None:
+        requester = envelope.sender
+        assert requester is not None
+        if requester == self._host.client_id:
+            return
+        if incoming.response_topic is None or incoming.correlation_data is None:
+            raise EnvelopeError("request without Response Topic or Correlation Data")
+        if incoming.response_topic != self._topics.reply(requester):
+            raise EnvelopeError(f"request Response Topic {incoming.response_topic!r} is not the requester's")
+        request = decode_request(incoming.payload)
+        if request.peers is not None and self._host.client_id not in request.peers:
+            return
+        bucket = self._buckets.setdefault(requester, _TokenBucket())
+        if not bucket.take():
+            self.requests_rate_limited += 1
+            self._rate_log.warning(
+                "ignored a catch-up request from %s: more than %s per second", requester, REQUEST_RATE
+            )
+            return
+        task = asyncio.create_task(
+            self._send_reply(request, incoming.response_topic, incoming.correlation_data),
+            name=f"mnemoq5-reply-{requester}",
+        )
+        self._reply_tasks.add(task)
+        task.add_done_callback(self._reply_tasks.discard)
+
+    async def _send_reply(self, request: Request, reply_topic: str, correlation: bytes) -> None:
+        if self._reply_jitter > 0:
+            # Spread the replies of many peers so they do not reach the broker at once.
+            await asyncio.sleep(random.uniform(0, self._reply_jitter))
+        limit = self._reply_payload_limit(request, reply_topic, correlation)
+        encoded = (encode_entry(entry) for entry in self._entries_for(request.topic_filter))
+        sequence = 0
+        sent = 0
+        try:
+            for group in split_into_chunks(encoded, limit):
+                group = self._drop_oversized(group, limit)
+                if not group:
+                    continue
+                await self._send_chunk(reply_topic, correlation, encode_chunk(sequence, group, None))
+                sequence += 1
+                sent += len(group)
+            await self._send_chunk(reply_topic, correlation, encode_chunk(sequence, [], sent))
+        except ConnectionLost:
+            logger.info("connection lost while replying to %s; the requester will see this peer missing", reply_topic)
+            return
+        logger.debug("replied with %d entries in %d chunks to %s", sent, sequence + 1, reply_topic)
+
+    def _drop_oversized(self, group: list[bytes], limit: int) -> list[bytes]:
+        if len(group) == 1 and len(group[0]) + CHUNK_OVERHEAD > limit:
+            logger.warning(
+                "an entry of %d bytes does not fit a reply packet of at most %d bytes and was not sent",
+                len(group[0]),
+                limit,
+            )
+            return []
+        return group
+
+    async def _send_chunk(self, reply_topic: str, correlation: bytes, payload: bytes) -> None:
+        await self._host.control_send(reply_topic, payload, Kind.REPLY, qos=1, correlation_data=correlation)
+
+    def _entries_for(self, topic_filter: str) -> list[ReplyEntry]:
+        now = time.time()
+        entries = []
+        for entry in self._store.matching(topic_filter):
+            if self._topics.contains(entry.topic):
+                continue
+            expiry = _remaining_lifetime(entry, now)
+            if expiry == 0:
+                continue
+            entries.append(
+                ReplyEntry(
+                    entry.topic,
+                    entry.payload,
+                    entry.stamp,
+                    entry.qos,
+                    entry.retain,
+                    entry.user_properties,
+                    entry.deleted,
+                    expiry,
+                )
+            )
+        return entries
+
+    def _reply_payload_limit(self, request: Request, reply_topic: str, correlation: bytes) -> int:
+        """Return the largest chunk payload whose PUBLISH fits both Maximum Packet Sizes."""
+        limits = [DEFAULT_MAX_CHUNK]
+        for maximum in (self._host.broker_maximum_packet_size(), request.maximum_packet_size):
+            if maximum is not None:
+                overhead = publish_packet_size(
+                    reply_topic,
+                    0,
+                    1,
+                    encode_v5(self._host.client_id, Kind.REPLY, None),
+                    correlation_data=correlation,
+                )
+                # Four more bytes cover a longer Remaining Length field.
+                limits.append(maximum - overhead - 4)
+        return max(CHUNK_OVERHEAD + 1, min(limits))
+
+    async def close(self) -> None:
+        for task in list(self._reply_tasks):
+            task.cancel()
+        await asyncio.gather(*self._reply_tasks, return_exceptions=True)
+        for reload in self._pending.values():
+            reload.done.set()
+
+
+def _remaining_lifetime(entry: Entry, now: float) -> int | None:
+    if entry.expires_at is None:
+        return None
+    return max(0, int(entry.expires_at - now + 0.999))
+
+
+def entry_to_message(entry: ReplyEntry) -> Message:
+    return Message(
+        topic=entry.topic,
+        payload=entry.payload,
+        qos=entry.qos,
+        retain=entry.retain,
+        sender=entry.stamp.writer,
+        user_properties=list(entry.user_properties),
+        replayed=True,
+        stamp=entry.stamp,
+    )

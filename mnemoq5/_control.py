@@ -1,0 +1,289 @@
+"""CBOR payloads of the catch-up protocol: requests, reply chunks and presence.
+
+Pure code: no I/O, no logging. Decoders take arbitrary bytes and return a value or
+raise EnvelopeError. Every payload is a CBOR array, not a map, so there are no
+duplicate keys to resolve. The schemas in CDDL are in spec/protocol.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import cbor2
+
+from ._envelope import RESERVED_PREFIX, UserProperties
+from ._errors import EnvelopeError, InvalidTopicError
+from ._stamp import MAX_COUNTER, MAX_MILLIS, Stamp
+from ._topics import validate_topic_filter, validate_topic_name
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ControlTopics",
+    "Request",
+    "ReplyEntry",
+    "ReplyChunk",
+    "encode_request",
+    "decode_request",
+    "encode_entry",
+    "encode_chunk",
+    "decode_chunk",
+    "split_into_chunks",
+    "encode_presence",
+    "decode_presence",
+]
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ControlTopics:
+    """The topics under the control prefix."""
+
+    prefix: str
+
+    @property
+    def request(self) -> str:
+        return f"{self.prefix}/req"
+
+    @property
+    def presence_filter(self) -> str:
+        return f"{self.prefix}/presence/+"
+
+    def presence(self, client_id: str) -> str:
+        return f"{self.prefix}/presence/{client_id}"
+
+    def reply(self, client_id: str) -> str:
+        return f"{self.prefix}/reply/{client_id}"
+
+    def contains(self, topic: str) -> bool:
+        """Return whether ``topic`` (a name or a filter) lies in the control namespace."""
+        return topic == self.prefix or topic.startswith(self.prefix + "/")
+
+    def presence_owner(self, topic: str) -> str | None:
+        """Return the client id of a presence topic, or None if ``topic`` is not one."""
+        head = f"{self.prefix}/presence/"
+        if topic.startswith(head) and "/" not in topic[len(head):] and len(topic) > len(head):
+            return topic[len(head):]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A catch-up request: the filter, the requester's Maximum Packet Size, the peers asked."""
+
+    topic_filter: str
+    maximum_packet_size: int | None
+    peers: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEntry:
+    """One stored value inside a reply chunk."""
+
+    topic: str
+    payload: bytes
+    stamp: Stamp
+    qos: int
+    retain: bool
+    user_properties: UserProperties
+    deleted: bool = False
+    expiry: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyChunk:
+    """One reply packet: its sequence number, entries, and the total count if it is the last."""
+
+    sequence: int
+    entries: tuple[ReplyEntry, ...]
+    end_count: int | None
+
+
+def _loads(data: bytes, what: str) -> object:
+    try:
+        return cbor2.loads(data)
+    except Exception as error:  # cbor2 raises several types for malformed input.
+        raise EnvelopeError(f"{what} is not valid CBOR: {error}") from None
+
+
+def _expect_array(value: object, what: str, sizes: Iterable[int]) -> list[object]:
+    if not isinstance(value, list) or len(value) not in tuple(sizes):
+        raise EnvelopeError(f"{what} must be a CBOR array of the documented length")
+    return value
+
+
+def _expect_uint(value: object, what: str, maximum: int = 2**64 - 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        raise EnvelopeError(f"{what} must be an unsigned integer no larger than {maximum}")
+    return value
+
+
+def _expect_text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise EnvelopeError(f"{what} must be a text string")
+    return value
+
+
+# -- requests ---------------------------------------------------------------
+
+
+def encode_request(request: Request) -> bytes:
+    peers = sorted(request.peers) if request.peers is not None else None
+    return bytes(cbor2.dumps([PROTOCOL_VERSION, request.topic_filter, request.maximum_packet_size, peers]))
+
+
+def decode_request(data: bytes) -> Request:
+    fields = _expect_array(_loads(data, "request"), "request", (4,))
+    _expect_uint(fields[0], "request version")
+    try:
+        topic_filter = validate_topic_filter(_expect_text(fields[1], "request filter"))
+    except InvalidTopicError as error:
+        raise EnvelopeError(f"request filter is invalid: {error}") from None
+    maximum = fields[2]
+    if maximum is not None:
+        maximum = _expect_uint(maximum, "request maximum packet size", 268_435_460)
+    peers = fields[3]
+    if peers is not None:
+        if not isinstance(peers, list):
+            raise EnvelopeError("request peers must be an array of client ids or null")
+        peers = frozenset(_expect_text(peer, "request peer") for peer in peers)
+    return Request(topic_filter, maximum, peers)
+
+
+# -- reply chunks -----------------------------------------------------------
+
+
+def encode_entry(entry: ReplyEntry) -> bytes:
+    """Encode one entry; the reply chunk embeds these bytes unchanged."""
+    fields: list[object] = [
+        entry.topic,
+        entry.payload,
+        entry.stamp.millis,
+        entry.stamp.counter,
+        entry.stamp.writer,
+        entry.qos,
+        entry.retain,
+        [list(pair) for pair in entry.user_properties],
+    ]
+    if entry.deleted or entry.expiry is not None:
+        fields.append(entry.deleted)
+        fields.append(entry.expiry)
+    return bytes(cbor2.dumps(fields))
+
+
+def _array_header(length: int) -> bytes:
+    return _cbor_head(4, length)
+
+
+def _cbor_head(major: int, value: int) -> bytes:
+    if value < 24:
+        return bytes([major << 5 | value])
+    if value < 2**8:
+        return bytes([major << 5 | 24, value])
+    if value < 2**16:
+        return bytes([major << 5 | 25]) + value.to_bytes(2, "big")
+    if value < 2**32:
+        return bytes([major << 5 | 26]) + value.to_bytes(4, "big")
+    return bytes([major << 5 | 27]) + value.to_bytes(8, "big")
+
+
+# The largest chunk header: a 3-array, a uint64 sequence, an array head, a uint64 count.
+CHUNK_OVERHEAD = 1 + 9 + 9 + 9
+
+
+def encode_chunk(sequence: int, encoded_entries: Sequence[bytes], end_count: int | None) -> bytes:
+    """Build a chunk from entries already encoded with encode_entry."""
+    parts = [_array_header(3), _cbor_head(0, sequence), _array_header(len(encoded_entries))]
+    parts.extend(encoded_entries)
+    parts.append(b"\xf6" if end_count is None else _cbor_head(0, end_count))
+    return b"".join(parts)
+
+
+def split_into_chunks(encoded_entries: Iterable[bytes], max_payload: int) -> Iterator[list[bytes]]:
+    """Group encoded entries so each chunk payload stays within ``max_payload`` bytes.
+
+    An entry that alone exceeds the limit is yielded in a chunk of its own; the caller
+    must check its size and skip it.
+    """
+    budget = max_payload - CHUNK_OVERHEAD
+    chunk: list[bytes] = []
+    size = 0
+    for encoded in encoded_entries:
+        if chunk and size + len(encoded) > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(encoded)
+        size += len(encoded)
+    if chunk:
+        yield chunk
+
+
+def decode_chunk(data: bytes) -> ReplyChunk:
+    fields = _expect_array(_loads(data, "reply chunk"), "reply chunk", (3,))
+    sequence = _expect_uint(fields[0], "chunk sequence")
+    raw_entries = fields[1]
+    if not isinstance(raw_entries, list):
+        raise EnvelopeError("chunk entries must be an array")
+    entries = tuple(_decode_entry(raw, index) for index, raw in enumerate(raw_entries))
+    end_count = None if fields[2] is None else _expect_uint(fields[2], "chunk end count")
+    return ReplyChunk(sequence, entries, end_count)
+
+
+def _decode_entry(raw: object, index: int) -> ReplyEntry:
+    what = f"entry {index}"
+    fields = _expect_array(raw, what, (8, 10))
+    try:
+        topic = validate_topic_name(_expect_text(fields[0], f"{what} topic"))
+    except InvalidTopicError as error:
+        raise EnvelopeError(f"{what} has an invalid topic: {error}") from None
+    payload = fields[1]
+    if not isinstance(payload, bytes):
+        raise EnvelopeError(f"{what} payload must be a byte string")
+    millis = _expect_uint(fields[2], f"{what} stamp milliseconds", MAX_MILLIS)
+    counter = _expect_uint(fields[3], f"{what} stamp counter", MAX_COUNTER)
+    writer = _expect_text(fields[4], f"{what} writer")
+    if writer == "":
+        raise EnvelopeError(f"{what} writer must not be empty")
+    qos = _expect_uint(fields[5], f"{what} qos", 2)
+    retain = fields[6]
+    if not isinstance(retain, bool):
+        raise EnvelopeError(f"{what} retain must be a boolean")
+    properties = _decode_properties(fields[7], what)
+    deleted, expiry = False, None
+    if len(fields) == 10:
+        deleted = fields[8]
+        if not isinstance(deleted, bool):
+            raise EnvelopeError(f"{what} deleted flag must be a boolean")
+        if fields[9] is not None:
+            expiry = _expect_uint(fields[9], f"{what} expiry", 0xFFFFFFFF)
+    return ReplyEntry(topic, payload, Stamp(millis, counter, writer), qos, retain, properties, deleted, expiry)
+
+
+def _decode_properties(raw: object, what: str) -> UserProperties:
+    if not isinstance(raw, list):
+        raise EnvelopeError(f"{what} user properties must be an array")
+    pairs = []
+    for pair in raw:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(item, str) for item in pair)):
+            raise EnvelopeError(f"{what} user property {pair!r} is not a pair of text strings")
+        if pair[0].startswith(RESERVED_PREFIX):
+            raise EnvelopeError(f"{what} user property key {pair[0]!r} uses the reserved prefix")
+        pairs.append((pair[0], pair[1]))
+    return tuple(pairs)
+
+
+# -- presence ---------------------------------------------------------------
+
+
+def encode_presence(started_millis: int) -> bytes:
+    return bytes(cbor2.dumps([PROTOCOL_VERSION, started_millis]))
+
+
+def decode_presence(data: bytes) -> int | None:
+    """Return the peer's start time in milliseconds, or None for an empty payload (the peer left)."""
+    if data == b"":
+        return None
+    fields = _expect_array(_loads(data, "presence"), "presence", (2,))
+    _expect_uint(fields[0], "presence version")
+    return _expect_uint(fields[1], "presence start time")
