@@ -15,6 +15,7 @@ from ._errors import (
     SubscribeError,
 )
 from ._message import Message
+from ._snapshot import Snapshot
 from ._stamp import Stamp
 from ._store import Entry, MemoryStore, Store, StoreView
 from ._topics import topic_matches, validate_topic_filter, validate_topic_name
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MnemoQ",
     "Message",
+    "Snapshot",
     "ConnectionState",
     "Stats",
     "Stamp",
