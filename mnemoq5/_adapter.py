@@ -126,7 +126,7 @@ class _InflightWindow:
                 return
 
 
-class _InflightStorage(PersistentStorage):
+class _InflightStorage(PersistentStorage):  # type: ignore[misc]
     """gmqtt's in-flight QoS store, releasing a window slot when a PUBLISH is acknowledged."""
 
     def __init__(self, window: _InflightWindow) -> None:
@@ -148,7 +148,9 @@ class _InflightStorage(PersistentStorage):
 class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
     """gmqtt client whose reconnect hook reports the loss instead of reconnecting."""
 
-    lost_callback: Callable[[], None] = staticmethod(lambda: None)  # type: ignore[assignment]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lost_callback: Callable[[], None] = lambda: None
 
     async def reconnect(self, delay: bool = False) -> None:
         self.lost_callback()
@@ -286,7 +288,7 @@ class Connection:
         if self._open:
             self._on_lost()
 
-    def _handle_message(self, client: object, topic: object, payload: bytes, qos: int, properties: dict) -> None:
+    def _handle_message(self, client: object, topic: object, payload: bytes, qos: int, properties: dict[str, Any]) -> None:
         if not isinstance(topic, str):
             logger.warning("dropped a PUBLISH whose topic is not valid UTF-8: %r", topic)
             return

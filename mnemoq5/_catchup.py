@@ -53,7 +53,8 @@ REQUEST_RATE = 10.0
 class CatchUpHost(Protocol):
     """What the catch-up engine needs from the client."""
 
-    client_id: str
+    @property
+    def client_id(self) -> str: ...
 
     async def control_send(
         self,

@@ -9,9 +9,10 @@ import os
 import random
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from . import _adapter
 from ._adapter import BrokerLimits, Connection, ConnectionLost, Incoming, Will
@@ -748,8 +749,8 @@ class MnemoQ:
             sorted(snapshot.missing),
         )
 
-    def _spawn(self, coroutine: object) -> None:
-        task = asyncio.create_task(coroutine, name=f"mnemoq5-catch-up-{self._client_id}")  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine, name=f"mnemoq5-catch-up-{self._client_id}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -252,9 +252,9 @@ def _decode_entry(raw: object, index: int) -> ReplyEntry:
     properties = _decode_properties(fields[7], what)
     deleted, expiry = False, None
     if len(fields) == 10:
-        deleted = fields[8]
-        if not isinstance(deleted, bool):
+        if not isinstance(fields[8], bool):
             raise EnvelopeError(f"{what} deleted flag must be a boolean")
+        deleted = fields[8]
         if fields[9] is not None:
             expiry = _expect_uint(fields[9], f"{what} expiry", 0xFFFFFFFF)
     return ReplyEntry(topic, payload, Stamp(millis, counter, writer), qos, retain, properties, deleted, expiry)
