@@ -37,6 +37,7 @@ from ._packet import publish_packet_size
 from ._ratelimit import RateLimitedWarning
 from ._store import Entry, Store
 from ._topics import topic_matches
+from ._wire import wrap
 
 __all__ = ["CatchUpEngine", "CatchUpHost", "PendingReload"]
 
@@ -66,8 +67,16 @@ class CatchUpHost(Protocol):
         retain: bool = False,
         response_topic: str | None = None,
         correlation_data: bytes | None = None,
+        compat: bool | None = None,
     ) -> None:
-        """Publish a control message; raise ConnectionLost when there is no connection."""
+        """Publish a control message; raise ConnectionLost when there is no connection.
+
+        ``compat`` None wraps the message when this client or the receiving peer uses
+        the compat envelope.
+        """
+
+    def is_compat_peer(self, peer: str) -> bool:
+        """Return whether ``peer`` reads only the compat envelope (or this client is in compat mode)."""
 
     def own_maximum_packet_size(self) -> int | None:
         """Return the Maximum Packet Size this client sent in CONNECT, or None."""
@@ -173,20 +182,25 @@ class CatchUpEngine:
             reload.done.set()
             return reload
         self._pending[reload.correlation] = reload
-        request = Request(
-            topic_filter,
-            self._host.own_maximum_packet_size(),
-            frozenset(expected) if peers is not None else None,
-        )
+        # Peers that read only the compat envelope get a wrapped copy of the request.
+        compat_peers = {peer for peer in expected if self._host.is_compat_peer(peer)}
+        named = peers is not None or 0 < len(compat_peers) < len(expected)
         try:
-            await self._host.control_send(
-                self._topics.request,
-                encode_request(request),
-                Kind.REQUEST,
-                qos=1,
-                response_topic=self._topics.reply(self._host.client_id),
-                correlation_data=reload.correlation,
-            )
+            for group, compat in ((compat_peers, True), (expected - compat_peers, False)):
+                if not group:
+                    continue
+                request = Request(
+                    topic_filter, self._host.own_maximum_packet_size(), frozenset(group) if named else None
+                )
+                await self._host.control_send(
+                    self._topics.request,
+                    encode_request(request),
+                    Kind.REQUEST,
+                    qos=1,
+                    response_topic=self._topics.reply(self._host.client_id),
+                    correlation_data=reload.correlation,
+                    compat=compat,
+                )
         except ConnectionLost:
             self.finish_reload(reload)
             raise
@@ -334,8 +348,12 @@ class CatchUpEngine:
                     encode_v5(self._host.client_id, Kind.REPLY, None),
                     correlation_data=correlation,
                 )
-                # Four more bytes cover a longer Remaining Length field.
-                limits.append(maximum - overhead - 4)
+                # The compat prefix may take the place of the properties; four more
+                # bytes cover a longer Remaining Length field.
+                compat_prefix = len(
+                    wrap(self._host.client_id, Kind.REPLY, None, b"", compat=True, correlation_data=correlation).payload
+                )
+                limits.append(maximum - overhead - compat_prefix - 4)
         return max(CHUNK_OVERHEAD + 1, min(limits))
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from . import _adapter
 from ._adapter import BrokerLimits, Connection, ConnectionLost, Incoming, Will
 from ._catchup import CatchUpEngine, PendingReload, entry_to_message
 from ._control import ControlTopics, ReplyEntry, encode_presence
-from ._envelope import Envelope, Kind, decode_v5, encode_v5, validate_user_properties
+from ._envelope import Envelope, Kind, encode_v5, validate_user_properties
 from ._errors import (
     ConnectError,
     EnvelopeError,
@@ -35,6 +35,7 @@ from ._snapshot import Snapshot
 from ._stamp import HybridClock, wall_clock_millis
 from ._store import Entry, MemoryStore, Store, StoreView
 from ._topics import is_shared_filter, topic_matches, validate_topic_filter, validate_topic_name
+from ._wire import Outgoing, unwrap, wrap
 
 __all__ = ["MnemoQ", "ConnectionState", "Stats"]
 
@@ -116,6 +117,9 @@ class MnemoQ:
     - ``reply_jitter``: the upper bound in seconds of the random delay before this
       client answers a catch-up request, default 0.05, so many peers do not answer at
       the same instant.
+    - ``compat``: speak MQTT 3.1.1 and carry the envelope in a payload prefix, for
+      brokers without MQTT v5; default False. Without it, a broker that rejects MQTT
+      v5 makes :meth:`connect` raise ProtocolVersionError.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class MnemoQ:
         control_prefix: str = "mnemoq5",
         maximum_packet_size: int | None = None,
         reply_jitter: float = 0.05,
+        compat: bool = False,
     ) -> None:
         if client_id is None:
             client_id = generate_client_id()
@@ -167,6 +172,8 @@ class MnemoQ:
         self._session_expiry = session_expiry
         self._connect_timeout = connect_timeout
         self._maximum_packet_size = maximum_packet_size
+        self._compat = bool(compat)
+        self._compat_peers: set[str] = set()
         self._topics = ControlTopics(control_prefix)
         self._started_millis = wall_clock_millis()
 
@@ -288,7 +295,7 @@ class MnemoQ:
             self._client_id,
             on_message=self._dispatch,
             on_lost=self._lost.set,
-            protocol_version=_adapter.MQTT_V5,
+            protocol_version=_adapter.MQTT_V311 if self._compat else _adapter.MQTT_V5,
             will=Will(
                 self._topics.presence(self._client_id),
                 b"",
@@ -358,7 +365,17 @@ class MnemoQ:
             self._sync_waiter = None
 
     async def _announce(self, payload: bytes, *, qos: int) -> None:
-        await self.control_send(self._topics.presence(self._client_id), payload, Kind.PRESENCE, qos=qos, retain=True)
+        topic = self._topics.presence(self._client_id)
+        if payload:
+            await self.control_send(topic, payload, Kind.PRESENCE, qos=qos, retain=True)
+            return
+        # An empty retained payload deletes the retained presence at the broker
+        # [MQTT-3.3.1-6], so the clearing message is never wrapped in compat mode.
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            raise ConnectionLost()
+        properties = [] if self._compat else encode_v5(self._client_id, Kind.PRESENCE, None)
+        await connection.publish(topic, b"", qos=qos, retain=True, user_properties=properties)
 
     async def _supervise(self) -> None:
         while True:
@@ -461,7 +478,9 @@ class MnemoQ:
             reason_code = await connection.subscribe(
                 subscription.topic_filter,
                 qos=subscription.qos,
-                no_local=subscription.no_local,
+                # No Local is a reserved bit in MQTT 3.1.1, where a SUBSCRIBE with a
+                # nonzero reserved bit is malformed and the server closes the connection.
+                no_local=subscription.no_local and not self._compat,
                 subscription_id=subscription.identifier if use_ids else None,
             )
         except ConnectionLost:
@@ -512,8 +531,8 @@ class MnemoQ:
         connection = self._require_connection("publish")
 
         stamp = self._clock.next_stamp()
-        wire_properties = encode_v5(self._client_id, Kind.DATA, stamp, properties)
-        self._check_packet_size(topic, data, qos, wire_properties)
+        outgoing = wrap(self._client_id, Kind.DATA, stamp, data, compat=self._compat, user_properties=properties)
+        self._check_packet_size(topic, qos, outgoing)
 
         entry = Entry(topic, data, qos, bool(retain), properties, stamp)
         self._store.put(entry)
@@ -521,18 +540,35 @@ class MnemoQ:
             self._unsent_topics.add(topic)
             return entry
         try:
-            await connection.publish(topic, data, qos=qos, retain=bool(retain), user_properties=wire_properties)
+            await self._send(connection, topic, outgoing, qos=qos, retain=bool(retain))
         except ConnectionLost:
             self._unsent_topics.add(topic)
         return entry
 
-    def _check_packet_size(
-        self, topic: str, payload: bytes, qos: int, user_properties: list[tuple[str, str]]
-    ) -> None:
+    async def _send(self, connection: Connection, topic: str, outgoing: Outgoing, *, qos: int, retain: bool) -> None:
+        await connection.publish(
+            topic,
+            outgoing.payload,
+            qos=qos,
+            retain=retain,
+            user_properties=outgoing.user_properties,
+            response_topic=outgoing.response_topic,
+            correlation_data=outgoing.correlation_data,
+            message_expiry=outgoing.message_expiry,
+        )
+
+    def _check_packet_size(self, topic: str, qos: int, outgoing: Outgoing) -> None:
         maximum = self._limits.maximum_packet_size if self._limits else None
         if maximum is None:
             return
-        size = publish_packet_size(topic, len(payload), qos, user_properties)
+        size = publish_packet_size(
+            topic,
+            len(outgoing.payload),
+            qos,
+            outgoing.user_properties,
+            message_expiry=outgoing.message_expiry,
+            protocol_v5=not self._compat,
+        )
         if size > maximum:
             # [MQTT-3.1.2-24]: the client must not send a packet larger than the
             # Maximum Packet Size the server gave in CONNACK.
@@ -548,11 +584,16 @@ class MnemoQ:
             entry = self._store.get(topic)
             if entry is None:
                 continue
-            wire_properties = encode_v5(self._client_id, Kind.DATA, entry.stamp, entry.user_properties)
+            outgoing = wrap(
+                self._client_id,
+                Kind.DATA,
+                entry.stamp,
+                entry.payload,
+                compat=self._compat,
+                user_properties=entry.user_properties,
+            )
             try:
-                await connection.publish(
-                    topic, entry.payload, qos=entry.qos, retain=entry.retain, user_properties=wire_properties
-                )
+                await self._send(connection, topic, outgoing, qos=entry.qos, retain=entry.retain)
             except ConnectionLost:
                 self._unsent_topics.add(topic)
                 raise
@@ -573,10 +614,12 @@ class MnemoQ:
 
     def _dispatch(self, incoming: Incoming) -> None:
         try:
-            envelope = decode_v5(incoming.user_properties)
+            envelope, incoming, wrapped = unwrap(incoming)
         except EnvelopeError as error:
             self.drop_malformed(incoming.topic, error)
             return
+        if wrapped and envelope.sender is not None and envelope.sender != self._client_id:
+            self._compat_peers.add(envelope.sender)
         if not self._is_first_copy(incoming):
             self._stats.duplicates_dropped += 1
             return
@@ -608,15 +651,21 @@ class MnemoQ:
 
     def _dispatch_control(self, incoming: Incoming, envelope: Envelope) -> None:
         """Hand a control message to the catch-up engine; malformed ones are dropped and counted."""
-        if envelope.sender is None and self._topics.presence_owner(incoming.topic) is None:
-            self.drop_malformed(incoming.topic, EnvelopeError("control message without an envelope"))
+        is_presence = self._topics.presence_owner(incoming.topic) is not None
+        if envelope.sender is None and not is_presence:
+            if self._compat:
+                # A v5 peer's request or reply reaches a 3.1.1 client without its user
+                # properties; v5 peers send compat peers a wrapped copy instead.
+                logger.debug("ignored a control message without envelope on %r", incoming.topic)
+            else:
+                self.drop_malformed(incoming.topic, EnvelopeError("control message without an envelope"))
             return
         try:
             if envelope.kind is Kind.SYNC:
                 self._handle_sync(incoming, envelope)
             elif envelope.sender == self._client_id:
                 self._stats.own_dropped += 1
-            elif envelope.kind is Kind.PRESENCE or (envelope.kind is None and incoming.payload == b""):
+            elif is_presence and envelope.kind in (Kind.PRESENCE, None):
                 joined = self._catch_up.handle_presence(incoming, envelope)
                 if joined is not None:
                     self._peer_joined(joined)
@@ -775,19 +824,26 @@ class MnemoQ:
         retain: bool = False,
         response_topic: str | None = None,
         correlation_data: bytes | None = None,
+        compat: bool | None = None,
     ) -> None:
         connection = self._connection
         if connection is None or not connection.is_open:
             raise ConnectionLost()
-        await connection.publish(
-            topic,
+        if compat is None:
+            compat = self._compat or self._topics.reply_owner(topic) in self._compat_peers
+        outgoing = wrap(
+            self._client_id,
+            kind,
+            None,
             payload,
-            qos=qos,
-            retain=retain,
-            user_properties=encode_v5(self._client_id, kind, None),
+            compat=compat,
             response_topic=response_topic,
             correlation_data=correlation_data,
         )
+        await self._send(connection, topic, outgoing, qos=qos, retain=retain)
+
+    def is_compat_peer(self, peer: str) -> bool:
+        return self._compat or peer in self._compat_peers
 
     def own_maximum_packet_size(self) -> int | None:
         return self._maximum_packet_size

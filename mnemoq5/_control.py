@@ -56,6 +56,13 @@ class ControlTopics:
     def reply(self, client_id: str) -> str:
         return f"{self.prefix}/reply/{client_id}"
 
+    def reply_owner(self, topic: str) -> str | None:
+        """Return the client id of a reply topic, or None if ``topic`` is not one."""
+        head = f"{self.prefix}/reply/"
+        if topic.startswith(head) and "/" not in topic[len(head):] and len(topic) > len(head):
+            return topic[len(head):]
+        return None
+
     def contains(self, topic: str) -> bool:
         """Return whether ``topic`` (a name or a filter) lies in the control namespace."""
         return topic == self.prefix or topic.startswith(self.prefix + "/")
