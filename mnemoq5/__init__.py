@@ -16,6 +16,7 @@ from ._errors import (
 )
 from ._message import Message
 from ._snapshot import Snapshot
+from ._sqlite import SqliteStore
 from ._stamp import Stamp
 from ._store import Entry, MemoryStore, Store, StoreView
 from ._topics import topic_matches, validate_topic_filter, validate_topic_name
@@ -32,6 +33,7 @@ __all__ = [
     "Entry",
     "Store",
     "MemoryStore",
+    "SqliteStore",
     "StoreView",
     "topic_matches",
     "validate_topic_name",
