@@ -103,7 +103,7 @@ class HybridClock:
     def next_stamp(self) -> Stamp:
         """Issue a new stamp for a local write.
 
-        Raises OverflowError when the clock stands at MAX_MILLIS and MAX_COUNTER, which
+        Raises OverflowError when the clock is at MAX_MILLIS and MAX_COUNTER, which
         only an observed stamp from a broken or hostile peer can cause: a stamp beyond
         the maximum would be rejected by every receiver.
         """

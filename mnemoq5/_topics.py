@@ -88,16 +88,16 @@ def _validate_shared_filter(text: str) -> None:
             text, "a shared subscription needs a share name and a filter: $share/{name}/{filter} [MQTT-4.8.2-2]"
         )
     share_name = parts[1]
-    if share_name == "" or "+" in share_name or "#" in share_name:
-        raise InvalidTopicError(
-            text, "a share name must be non-empty and contain no '+', '#' or '/' [MQTT-4.8.2-2]"
-        )
+    if share_name == "":
+        raise InvalidTopicError(text, "a share name must be at least one character long [MQTT-4.8.2-1]")
+    if "+" in share_name or "#" in share_name:
+        raise InvalidTopicError(text, "a share name must not contain '+' or '#' [MQTT-4.8.2-2]")
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
     """Return whether the topic name ``topic`` matches ``topic_filter`` (MQTT v5 section 4.7).
 
-    ``#`` matches the parent level and any number of child levels [MQTT-4.7.1-2], ``+``
+    ``#`` matches the parent level and any number of child levels (section 4.7.1.2), ``+``
     matches exactly one level, which may be empty, and a filter that starts with a
     wildcard does not match a topic that starts with ``$`` [MQTT-4.7.2-1]. Both
     arguments are assumed valid; shared subscription prefixes are not interpreted.
