@@ -188,7 +188,9 @@ class Connection:
                 connect_properties["maximum_packet_size"] = maximum_packet_size
 
         self._client = _GmqttClient(
-            client_id,
+            # gmqtt sizes CONNECT by len(client_id), which counts characters in a str;
+            # bytes make the length right for non-ASCII ids.
+            client_id.encode("utf-8"),
             clean_session=True,
             optimistic_acknowledgement=True,
             will_message=_gmqtt_will(will, protocol_version),
@@ -218,6 +220,12 @@ class Connection:
         lost = asyncio.ensure_future(self._lost.wait())
         try:
             done, _ = await asyncio.wait({connect, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # disconnect() cancelled this attempt: a connect that completes later must not stay open.
+            connect.cancel()
+            await asyncio.gather(connect, return_exceptions=True)
+            await self._abort()
+            raise
         finally:
             lost.cancel()
         if connect in done:

@@ -570,11 +570,11 @@ class MnemoQ:
             protocol_v5=not self._compat,
         )
         if size > maximum:
-            # [MQTT-3.1.2-24]: the client must not send a packet larger than the
+            # [MQTT-3.2.2-15]: the client must not send a packet larger than the
             # Maximum Packet Size the server gave in CONNACK.
             raise PacketTooLargeError(
                 f"a PUBLISH to {topic!r} would be {size} bytes, more than the broker's "
-                f"Maximum Packet Size of {maximum} bytes [MQTT-3.1.2-24]; the stored value was kept"
+                f"Maximum Packet Size of {maximum} bytes [MQTT-3.2.2-15]; the stored value was kept"
             )
 
     async def _send_unsent(self) -> None:

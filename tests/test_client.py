@@ -457,11 +457,6 @@ async def test_client_id_long(make_client: Any, topic_root: str) -> None:
     assert client.state is ConnectionState.CONNECTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConnectError,
-    reason="gmqtt 0.8 counts characters, not UTF-8 bytes, in the CONNECT remaining length",
-)
 async def test_client_id_non_ascii(broker: Mosquitto) -> None:
     client = MnemoQ(host=broker.host, port=broker.port, client_id="z\u00fcrich", connect_timeout=3)
     try:
