@@ -235,7 +235,14 @@ class Connection:
             await asyncio.gather(connect, return_exceptions=True)
             await self._abort()
             if not done:
-                raise ConnectError(host, port, f"no CONNACK within {timeout:g} s")
+                # NOTE: amqtt answers a v5 CONNECT with CONNACK 0x01 and closes at once;
+                # gmqtt 0.8 then loses the CONNACK and does not notice the close, so this
+                # case ends at the timeout instead of raising ProtocolVersionError.
+                raise ConnectError(
+                    host,
+                    port,
+                    f"no CONNACK within {timeout:g} s; if the broker only speaks MQTT 3.1.1, use compat=True",
+                )
             self._raise_if_downgraded(host, port)
             raise ConnectError(
                 host,
@@ -296,7 +303,9 @@ class Connection:
         if self._open:
             self._on_lost()
 
-    def _handle_message(self, client: object, topic: object, payload: bytes, qos: int, properties: dict[str, Any]) -> None:
+    def _handle_message(
+        self, client: object, topic: object, payload: bytes, qos: int, properties: dict[str, Any]
+    ) -> None:
         if not isinstance(topic, str):
             logger.warning("dropped a PUBLISH whose topic is not valid UTF-8: %r", topic)
             return
