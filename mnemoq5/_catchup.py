@@ -380,4 +380,6 @@ def entry_to_message(entry: ReplyEntry) -> Message:
         user_properties=list(entry.user_properties),
         replayed=True,
         stamp=entry.stamp,
+        deleted=entry.deleted,
+        expiry=entry.expiry,
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import os
 import random
 import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from ._ratelimit import RateLimitedWarning
 from ._snapshot import Snapshot
 from ._stamp import HybridClock, wall_clock_millis
 from ._store import Entry, MemoryStore, Store, StoreView
+from ._expiry import ExpiryIndex
 from ._topics import is_shared_filter, topic_matches, validate_topic_filter, validate_topic_name
 from ._wire import Outgoing, unwrap, wrap
 
@@ -117,6 +120,11 @@ class MnemoQ:
     - ``reply_jitter``: the upper bound in seconds of the random delay before this
       client answers a catch-up request, default 0.05, so many peers do not answer at
       the same instant.
+    - ``remember``: ``"published"`` (the default) keeps what this client publishes;
+      ``"received"`` also keeps the newest value of everything it receives under its
+      subscriptions and answers catch-up for it, so values outlive their publisher.
+    - ``tombstone_retention``: seconds a deletion is remembered before it is pruned,
+      default 86400 (one day).
     - ``compat``: speak MQTT 3.1.1 and carry the envelope in a payload prefix, for
       brokers without MQTT v5; default False. Without it, a broker that rejects MQTT
       v5 makes :meth:`connect` raise ProtocolVersionError.
@@ -141,6 +149,8 @@ class MnemoQ:
         maximum_packet_size: int | None = None,
         reply_jitter: float = 0.05,
         compat: bool = False,
+        remember: str = "published",
+        tombstone_retention: float = 86_400.0,
     ) -> None:
         if client_id is None:
             client_id = generate_client_id()
@@ -155,6 +165,10 @@ class MnemoQ:
         if not 0 <= session_expiry <= 0xFFFFFFFF:
             raise InvalidArgumentError(f"session_expiry {session_expiry!r} must be 0..4294967295 seconds")
         _check_control_prefix(control_prefix)
+        if remember not in ("published", "received"):
+            raise InvalidArgumentError(f"remember {remember!r} is invalid: use 'published' or 'received'")
+        if not tombstone_retention > 0:
+            raise InvalidArgumentError(f"tombstone_retention {tombstone_retention!r} must be a positive number of seconds")
         if maximum_packet_size is not None and not 1024 <= maximum_packet_size <= 268_435_460:
             raise InvalidArgumentError(
                 f"maximum_packet_size {maximum_packet_size!r} must be 1024..268435460 bytes or None"
@@ -173,6 +187,8 @@ class MnemoQ:
         self._connect_timeout = connect_timeout
         self._maximum_packet_size = maximum_packet_size
         self._compat = bool(compat)
+        self._remember_received = remember == "received"
+        self._tombstone_retention = tombstone_retention
         self._compat_peers: set[str] = set()
         self._topics = ControlTopics(control_prefix)
         self._started_millis = wall_clock_millis()
@@ -192,12 +208,18 @@ class MnemoQ:
         self._next_subscription_id = 1
         self._queue: asyncio.Queue[Message | _Closed] = asyncio.Queue()
         self._known: dict[str, Message] = {}
+        self._received_at: dict[str, float] = {}
         self._unsent_topics: set[str] = set()
         self._malformed_log = RateLimitedWarning(logger)
         self._sync_waiter: tuple[bytes, asyncio.Future[None]] | None = None
         self._control_subscriptions: list[_Subscription] = []
         self._background: set[asyncio.Task[None]] = set()
         self._catch_up = CatchUpEngine(self, self._topics, self._store, reply_jitter=reply_jitter)
+        self._expiry = ExpiryIndex()
+        for topic in list(self._store.topics()):
+            stored = self._store.get(topic)
+            if stored is not None:
+                self._expiry.track(stored)
         self._stats = Stats()
 
     # -- properties -------------------------------------------------------
@@ -264,6 +286,7 @@ class MnemoQ:
             raise
         self._state = ConnectionState.CONNECTED
         self._supervisor = asyncio.create_task(self._supervise(), name=f"mnemoq5-reconnect-{self._client_id}")
+        self._spawn(self._sweep(), name="sweep")
 
     async def disconnect(self) -> None:
         """Close the connection for good: stop reconnecting and end ``messages()``."""
@@ -514,6 +537,7 @@ class MnemoQ:
         retain: bool = False,
         *,
         user_properties: Iterable[tuple[str, str]] | None = None,
+        expiry: int | None = None,
     ) -> Entry:
         """Store ``payload`` as the newest value of ``topic``, then publish it.
 
@@ -522,28 +546,69 @@ class MnemoQ:
         value of each such topic is published after the next reconnect. At QoS 1 and 2
         this returns once the packet is handed to the network, without waiting for the
         acknowledgement. Returns the stored entry with its stamp.
+
+        ``expiry`` sets the lifetime in seconds: it travels as the v5 Message Expiry
+        Interval (or in the compat header), and every store that holds the value drops
+        it when the lifetime ends, so it is never replayed after that.
         """
         topic = validate_topic_name(topic)
         _check_qos(qos)
         self._reject_control_topic(topic)
         data = _payload_bytes(payload)
         properties = validate_user_properties(user_properties)
+        _check_expiry(expiry)
         connection = self._require_connection("publish")
 
         stamp = self._clock.next_stamp()
-        outgoing = wrap(self._client_id, Kind.DATA, stamp, data, compat=self._compat, user_properties=properties)
-        self._check_packet_size(topic, qos, outgoing)
+        expires_at = None if expiry is None else time.time() + expiry
+        entry = Entry(topic, data, qos, bool(retain), properties, stamp, expires_at=expires_at)
+        return await self._store_and_send(entry, connection)
 
-        entry = Entry(topic, data, qos, bool(retain), properties, stamp)
+    async def delete(self, topic: str, qos: int = 1) -> Entry:
+        """Delete ``topic`` everywhere: store a stamped tombstone and publish the deletion.
+
+        Live subscribers receive a Message with ``deleted`` True and an empty payload.
+        Peers that catch up later learn the deletion from the tombstone, and an older
+        value held elsewhere cannot bring the topic back while the tombstone is kept
+        (``tombstone_retention``). When the previous value was retained, the deletion
+        is published retained with an empty payload, which also clears the broker's
+        retained message.
+        """
+        topic = validate_topic_name(topic)
+        _check_qos(qos)
+        self._reject_control_topic(topic)
+        connection = self._require_connection("delete")
+        previous = self._store.get(topic)
+        retain = previous is not None and previous.retain and not previous.deleted
+        tombstone = Entry(topic, b"", qos, retain, (), self._clock.next_stamp(), deleted=True)
+        return await self._store_and_send(tombstone, connection)
+
+    async def _store_and_send(self, entry: Entry, connection: Connection | None) -> Entry:
+        topic = entry.topic
+        outgoing = self._wrap_entry(entry)
+        self._check_packet_size(topic, entry.qos, outgoing)
         self._store.put(entry)
+        self._expiry.track(entry)
+        qos, retain = entry.qos, entry.retain
         if connection is None:
             self._unsent_topics.add(topic)
             return entry
         try:
-            await self._send(connection, topic, outgoing, qos=qos, retain=bool(retain))
+            await self._send(connection, topic, outgoing, qos=qos, retain=retain)
         except ConnectionLost:
             self._unsent_topics.add(topic)
         return entry
+
+    def _wrap_entry(self, entry: Entry) -> Outgoing:
+        return wrap(
+            self._client_id,
+            Kind.DELETE if entry.deleted else Kind.DATA,
+            entry.stamp,
+            entry.payload,
+            compat=self._compat,
+            user_properties=entry.user_properties,
+            message_expiry=_remaining_lifetime(entry.expires_at),
+        )
 
     async def _send(self, connection: Connection, topic: str, outgoing: Outgoing, *, qos: int, retain: bool) -> None:
         await connection.publish(
@@ -584,14 +649,9 @@ class MnemoQ:
             entry = self._store.get(topic)
             if entry is None:
                 continue
-            outgoing = wrap(
-                self._client_id,
-                Kind.DATA,
-                entry.stamp,
-                entry.payload,
-                compat=self._compat,
-                user_properties=entry.user_properties,
-            )
+            if entry.expires_at is not None and entry.expires_at <= time.time():
+                continue
+            outgoing = self._wrap_entry(entry)
             try:
                 await self._send(connection, topic, outgoing, qos=entry.qos, retain=entry.retain)
             except ConnectionLost:
@@ -631,7 +691,7 @@ class MnemoQ:
             # although No Local is set, so identity is checked as well.
             self._stats.own_dropped += 1
             return
-        if envelope.kind not in (None, Kind.DATA):
+        if envelope.kind not in (None, Kind.DATA, Kind.DELETE):
             self.drop_malformed(incoming.topic, EnvelopeError(f"kind {envelope.kind.value!r} on a data topic"))
             return
         message = Message(
@@ -643,7 +703,12 @@ class MnemoQ:
             user_properties=list(envelope.user_properties),
             replayed=False,
             stamp=envelope.stamp,
+            deleted=envelope.kind is Kind.DELETE,
+            expiry=incoming.message_expiry,
         )
+        if message.deleted and message.payload:
+            self.drop_malformed(incoming.topic, EnvelopeError("a deletion must have an empty payload"))
+            return
         if envelope.stamp is not None and not self._accept(message):
             return
         logger.debug("received %s from %s", incoming.topic, envelope.sender)
@@ -718,7 +783,7 @@ class MnemoQ:
         known = self._known.get(topic)
         own = self._store.get(topic)
         if own is not None and (known is None or known.stamp is None or own.stamp > known.stamp):
-            return _entry_message(own, self._client_id)
+            return _entry_message(own)
         return known
 
     def _accept(self, message: Message) -> bool:
@@ -733,6 +798,24 @@ class MnemoQ:
                 self._stats.stale_dropped += 1
             return False
         self._known[message.topic] = message
+        if message.expiry is not None:
+            self._received_at[message.topic] = time.time()
+        else:
+            self._received_at.pop(message.topic, None)
+        if self._remember_received:
+            expires_at = None if message.expiry is None else time.time() + message.expiry
+            entry = Entry(
+                message.topic,
+                message.payload,
+                message.qos,
+                message.retain,
+                tuple(message.user_properties),
+                message.stamp,
+                deleted=message.deleted,
+                expires_at=expires_at,
+            )
+            self._store.put(entry)
+            self._expiry.track(entry)
         return True
 
     # -- catch-up ---------------------------------------------------------
@@ -779,11 +862,51 @@ class MnemoQ:
         topics = {topic for topic in self._known if topic_matches(topic_filter, topic)}
         topics.update(entry.topic for entry in self._store.matching(topic_filter))
         messages = {}
+        now = time.time()
         for topic in sorted(topics):
             newest = self._newest_known(topic)
-            if newest is not None:
-                messages[topic] = newest
+            if newest is None or newest.deleted or self._has_expired(newest, now):
+                continue
+            messages[topic] = newest
         return messages
+
+    def _has_expired(self, message: Message, now: float) -> bool:
+        own = self._store.get(message.topic)
+        if own is not None and own.stamp == message.stamp:
+            return own.expires_at is not None and own.expires_at <= now
+        # A received value without a stored copy: the lifetime counts from its arrival.
+        received_at = self._received_at.get(message.topic)
+        return message.expiry is not None and received_at is not None and received_at + message.expiry <= now
+
+    async def _sweep(self) -> None:
+        """Drop expired entries when they expire, and prune old tombstones now and then."""
+        next_prune = 0.0
+        while True:
+            now = time.time()
+            for topic, stamp in self._expiry.pop_expired(now):
+                if self._store.discard(topic, stamp):
+                    logger.debug("entry %r expired", topic)
+            if time.monotonic() >= next_prune:
+                self._prune_tombstones(now)
+                next_prune = time.monotonic() + min(60.0, self._tombstone_retention / 4)
+            delay = self._expiry.seconds_until_next(time.time())
+            # A periodic timer, not synchronisation: expiry is checked at least every second.
+            await asyncio.sleep(1.0 if delay is None else min(1.0, delay))
+
+    def _prune_tombstones(self, now: float) -> None:
+        """Forget deletions older than ``tombstone_retention``.
+
+        NOTE: once a tombstone is pruned, a peer that still holds an older value of
+        the topic (one that was offline during the deletion) can bring it back.
+        """
+        horizon = (now - self._tombstone_retention) * 1000
+        for topic in list(self._store.topics()):
+            entry = self._store.get(topic)
+            if entry is not None and entry.deleted and entry.stamp.millis < horizon:
+                self._store.discard(topic, entry.stamp)
+        for topic, message in list(self._known.items()):
+            if message.deleted and message.stamp is not None and message.stamp.millis < horizon:
+                del self._known[topic]
 
     async def _background_reload(self, topic_filter: str, peers: list[str] | None) -> None:
         try:
@@ -798,8 +921,8 @@ class MnemoQ:
             sorted(snapshot.missing),
         )
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine, name=f"mnemoq5-catch-up-{self._client_id}")
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str = "catch-up") -> None:
+        task = asyncio.create_task(coroutine, name=f"mnemoq5-{name}-{self._client_id}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -852,17 +975,33 @@ class MnemoQ:
         return self._limits.maximum_packet_size if self._limits else None
 
 
-def _entry_message(entry: Entry, client_id: str) -> Message:
+def _entry_message(entry: Entry) -> Message:
     return Message(
         topic=entry.topic,
         payload=entry.payload,
         qos=entry.qos,
         retain=entry.retain,
-        sender=client_id,
+        sender=entry.stamp.writer,
         user_properties=list(entry.user_properties),
         replayed=False,
         stamp=entry.stamp,
+        deleted=entry.deleted,
+        expiry=_remaining_lifetime(entry.expires_at),
     )
+
+
+def _remaining_lifetime(expires_at: float | None) -> int | None:
+    if expires_at is None:
+        return None
+    return max(0, math.ceil(expires_at - time.time()))
+
+
+def _check_expiry(expiry: object) -> None:
+    if expiry is None:
+        return
+    if not isinstance(expiry, int) or isinstance(expiry, bool) or not 1 <= expiry <= 0xFFFFFFFF:
+        # The Message Expiry Interval is a Four Byte Integer (MQTT v5 3.3.2.3.3).
+        raise InvalidArgumentError(f"expiry {expiry!r} must be an int of seconds from 1 to 4294967295, or None")
 
 
 def _check_client_id(client_id: object) -> None:

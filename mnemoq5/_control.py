@@ -262,6 +262,8 @@ def _decode_entry(raw: object, index: int) -> ReplyEntry:
         if not isinstance(fields[8], bool):
             raise EnvelopeError(f"{what} deleted flag must be a boolean")
         deleted = fields[8]
+        if deleted and payload:
+            raise EnvelopeError(f"{what} is a deletion but carries a payload")
         if fields[9] is not None:
             expiry = _expect_uint(fields[9], f"{what} expiry", 0xFFFFFFFF)
     return ReplyEntry(topic, payload, Stamp(millis, counter, writer), qos, retain, properties, deleted, expiry)

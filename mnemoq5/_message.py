@@ -18,6 +18,9 @@ class Message:
     ``user_properties`` are the application's own pairs in order, with the envelope's
     reserved keys removed. ``replayed`` is True when the value arrived through catch-up
     instead of a live publish. ``stamp`` is the version stamp, None for plain MQTT.
+    ``deleted`` is True for a deletion: the topic has no value from ``stamp`` on, and
+    ``payload`` is empty. ``expiry`` is the remaining lifetime in seconds when the
+    value was received, or None when it does not expire.
     """
 
     topic: str
@@ -28,3 +31,5 @@ class Message:
     user_properties: list[tuple[str, str]] = field(default_factory=list)
     replayed: bool = False
     stamp: Stamp | None = None
+    deleted: bool = False
+    expiry: int | None = None

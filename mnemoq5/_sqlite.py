@@ -322,6 +322,14 @@ class SqliteStore(Store):
             cursor = self._execute(_UPSERT, parameters)
         return cursor.rowcount == 1
 
+    def discard(self, topic: str, stamp: Stamp) -> bool:
+        """Remove the entry of ``topic`` if its stamp is still ``stamp``; return whether it was removed."""
+        with self._mutex:
+            cursor = self._execute(
+                "DELETE FROM entries WHERE topic = ? AND stamp_key = ?", (topic, encode_stamp_key(stamp))
+            )
+        return cursor.rowcount == 1
+
     def topics(self) -> Iterator[str]:
         """Iterate over the stored topics in UTF-8 byte order, from a snapshot taken by this call."""
         with self._mutex:

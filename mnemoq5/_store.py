@@ -47,6 +47,14 @@ class Store(abc.ABC):
         """Store ``entry`` if it is newer than the stored entry of its topic; return whether it was stored."""
 
     @abc.abstractmethod
+    def discard(self, topic: str, stamp: Stamp) -> bool:
+        """Remove the entry of ``topic`` if its stamp is still ``stamp``; return whether it was removed.
+
+        The client calls it to drop expired entries and pruned tombstones. The stamp
+        check keeps a newer entry that arrived in the meantime.
+        """
+
+    @abc.abstractmethod
     def topics(self) -> Iterator[str]:
         """Iterate over the stored topics."""
 
@@ -88,6 +96,13 @@ class MemoryStore(Store):
         if current is not None and not entry.stamp > current.stamp:
             return False
         self._entries[entry.topic] = entry
+        return True
+
+    def discard(self, topic: str, stamp: Stamp) -> bool:
+        current = self._entries.get(topic)
+        if current is None or current.stamp != stamp:
+            return False
+        del self._entries[topic]
         return True
 
     def topics(self) -> Iterator[str]:
