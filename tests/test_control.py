@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ entries = st.builds(
     user_properties=st.lists(st.tuples(application_keys, mqtt_text), max_size=4).map(tuple),
     deleted=st.booleans(),
     expiry=st.none() | st.integers(0, 0xFFFFFFFF),
-)
+).map(lambda entry: dataclasses.replace(entry, payload=b"") if entry.deleted else entry)
 
 
 @given(st.integers(0, 2**64 - 1), st.lists(entries, max_size=6), st.none() | st.integers(0, 2**64 - 1))
