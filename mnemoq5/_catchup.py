@@ -7,6 +7,7 @@ state. It calls back into the client through the small :class:`CatchUpHost` inte
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import random
@@ -133,6 +134,8 @@ class CatchUpEngine:
         self._reply_jitter = reply_jitter
         self.peers: dict[str, int] = {}
         self._pending: dict[bytes, PendingReload] = {}
+        # Correlation data of recent reloads, so that their late replies are ignored quietly.
+        self._finished: collections.deque[bytes] = collections.deque(maxlen=256)
         self._buckets: dict[str, _TokenBucket] = {}
         self._reply_tasks: set[asyncio.Task[None]] = set()
         self._rate_log = RateLimitedWarning(logger)
@@ -184,14 +187,13 @@ class CatchUpEngine:
         self._pending[reload.correlation] = reload
         # Peers that read only the compat envelope get a wrapped copy of the request.
         compat_peers = {peer for peer in expected if self._host.is_compat_peer(peer)}
-        named = peers is not None or 0 < len(compat_peers) < len(expected)
         try:
             for group, compat in ((compat_peers, True), (expected - compat_peers, False)):
                 if not group:
                     continue
-                request = Request(
-                    topic_filter, self._host.own_maximum_packet_size(), frozenset(group) if named else None
-                )
+                # The request names its peers, so a peer whose presence has not reached
+                # this client yet does not send a reply that nobody waits for.
+                request = Request(topic_filter, self._host.own_maximum_packet_size(), frozenset(group))
                 await self._host.control_send(
                     self._topics.request,
                     encode_request(request),
@@ -208,11 +210,17 @@ class CatchUpEngine:
         return reload
 
     def finish_reload(self, reload: PendingReload) -> None:
-        self._pending.pop(reload.correlation, None)
+        if self._pending.pop(reload.correlation, None) is not None:
+            self._finished.append(reload.correlation)
 
     def handle_reply(self, incoming: Incoming, envelope: Envelope) -> None:
-        reload = self._pending.get(incoming.correlation_data or b"")
+        correlation = incoming.correlation_data or b""
+        reload = self._pending.get(correlation)
         if reload is None:
+            if correlation in self._finished:
+                # The reload ended at its timeout before this reply came in.
+                logger.debug("ignored a reply from %s to a reload that has ended", envelope.sender)
+                return
             raise EnvelopeError("reply with unknown correlation data")
         peer = envelope.sender
         assert peer is not None
@@ -230,20 +238,17 @@ class CatchUpEngine:
         reload.received_count[peer] = reload.received_count.get(peer, 0) + len(chunk.entries)
         reload.next_sequence[peer] = chunk.sequence + 1
         if chunk.end_count is not None:
-            if chunk.end_count != reload.received_count[peer]:
-                reload.failed.add(peer)
-                reload.check_done()
-                raise EnvelopeError(
-                    f"reply from {peer!r} announced {chunk.end_count} entries but carried "
-                    f"{reload.received_count[peer]}"
-                )
             reload.answered.add(peer)
             reload.check_done()
 
     def _check_chunk(self, reload: PendingReload, peer: str, chunk: ReplyChunk) -> None:
+        """Raise EnvelopeError unless the chunk is the next one and all its entries belong to the reload."""
         expected_sequence = reload.next_sequence.get(peer, 0)
         if chunk.sequence != expected_sequence:
             raise EnvelopeError(f"reply chunk {chunk.sequence} from {peer!r}, expected {expected_sequence}")
+        total = reload.received_count.get(peer, 0) + len(chunk.entries)
+        if chunk.end_count is not None and chunk.end_count != total:
+            raise EnvelopeError(f"reply from {peer!r} announced {chunk.end_count} entries but carried {total}")
         for entry in chunk.entries:
             if not topic_matches(reload.topic_filter, entry.topic):
                 raise EnvelopeError(f"reply entry {entry.topic!r} is outside the filter {reload.topic_filter!r}")

@@ -32,7 +32,8 @@ _counter = itertools.count()
 @pytest.fixture
 def topic_root(request: pytest.FixtureRequest) -> str:
     """A topic prefix that no other test uses."""
-    return f"t/{request.node.name[:40]}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
+    name = request.node.originalname[:40]
+    return f"t/{name}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture
@@ -57,3 +58,12 @@ async def next_message(client: MnemoQ, timeout: float = 5.0) -> Message:
     """Return the next message from ``client.messages()``, or fail after ``timeout`` seconds."""
     iterator = client.messages().__aiter__()
     return await asyncio.wait_for(iterator.__anext__(), timeout)
+
+
+@pytest.fixture(scope="session")
+def session_amqtt() -> Iterator[object]:
+    """One private amqtt broker (MQTT 3.1.1 only) for the whole test session."""
+    from .amqtt_broker import Amqtt
+
+    with Amqtt() as instance:
+        yield instance

@@ -538,7 +538,7 @@ async def test_reply_malformed_chunk(target, raw, make_peer, topic_root, payload
     await check_still_works(target, raw, make_peer, topic_root)
 
 
-async def test_reply_after_failure_ignored(target, raw, make_peer, topic_root):
+async def test_late_reply_ignored(target, raw, make_peer, topic_root):
     store_before = dict(target.store)
     dropped_before = target.stats.malformed_dropped
     reload = asyncio.create_task(target.reload(f"{topic_root}/#", timeout=30))
@@ -546,8 +546,11 @@ async def test_reply_after_failure_ignored(target, raw, make_peer, topic_root):
 
     await raw.reply(request, b"\xff garbage")
     snapshot = await asyncio.wait_for(reload, 5)
-    # The reload is over, so a well-formed reply with its correlation data is stale.
+    # The reload is over, so a well-formed reply with its correlation data is late: it
+    # is ignored without being counted. A reply with unknown correlation data, sent
+    # after it on the same topic, is counted, and shows that the late one was handled.
     await raw.reply(request, chunk(0, [entry(f"{topic_root}/late")], 1))
+    await raw.reply(request, chunk(0, [], 0), correlation_data=b"marker")
     await wait_until(lambda: target.stats.malformed_dropped == dropped_before + 2)
 
     assert snapshot.missing == {raw.client_id}
