@@ -32,5 +32,17 @@ lint: setup
 	$(BIN)/ruff check mnemoq5 tests
 	$(BIN)/mypy
 
+bench: setup
+	$(BIN)/python -m bench
+
+bench-quick: setup
+	$(BIN)/python -m bench --quick
+
+demo: setup
+	$(BIN)/python -m mnemoq5 demo
+
+compat: setup
+	$(BIN)/python compat/run.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info
