@@ -102,6 +102,7 @@ class PendingReload:
     failed: set[str] = field(default_factory=set)
     next_sequence: dict[str, int] = field(default_factory=dict)
     received_count: dict[str, int] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def check_done(self) -> None:

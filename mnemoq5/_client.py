@@ -28,6 +28,7 @@ from ._errors import (
     InvalidTopicError,
     NotConnectedError,
     PacketTooLargeError,
+    StoreError,
     SubscribeError,
 )
 from ._message import Message
@@ -208,6 +209,7 @@ class MnemoQ:
         self._next_subscription_id = 1
         self._queue: asyncio.Queue[Message | _Closed] = asyncio.Queue()
         self._known: dict[str, Message] = {}
+        self._held_replays: dict[str, Message] = {}
         self._received_at: dict[str, float] = {}
         self._unsent_topics: set[str] = set()
         self._malformed_log = RateLimitedWarning(logger)
@@ -853,6 +855,7 @@ class MnemoQ:
             pass
         finally:
             self._catch_up.finish_reload(pending)
+            self._release_replays(pending)
         missing = frozenset(pending.expected - pending.answered)
         if missing:
             logger.info("reload %r: no complete reply from %s", topic_filter, sorted(missing))
@@ -883,12 +886,15 @@ class MnemoQ:
         next_prune = 0.0
         while True:
             now = time.time()
-            for topic, stamp in self._expiry.pop_expired(now):
-                if self._store.discard(topic, stamp):
-                    logger.debug("entry %r expired", topic)
-            if time.monotonic() >= next_prune:
-                self._prune_tombstones(now)
-                next_prune = time.monotonic() + min(60.0, self._tombstone_retention / 4)
+            try:
+                for topic, stamp in self._expiry.pop_expired(now):
+                    if self._store.discard(topic, stamp):
+                        logger.debug("entry %r expired", topic)
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + min(60.0, self._tombstone_retention / 4)
+                    self._prune_tombstones(now)
+            except StoreError as error:
+                logger.error("removing expired entries and old tombstones failed, will retry: %s", error)
             delay = self._expiry.seconds_until_next(time.time())
             # A periodic timer, not synchronisation: expiry is checked at least every second.
             await asyncio.sleep(1.0 if delay is None else min(1.0, delay))
@@ -929,13 +935,26 @@ class MnemoQ:
     # -- the interface the catch-up engine uses --------------------------
 
     def apply_replayed(self, entry: ReplyEntry, reload: PendingReload) -> None:
+        """Apply a replayed entry; it reaches messages() when its reload ends, if still the newest."""
         message = entry_to_message(entry)
         if not self._accept(message):
             return
-        if reload.deliver and any(
-            topic_matches(subscription.topic_filter, entry.topic) for subscription in self._subscriptions.values()
-        ):
-            self._queue.put_nowait(message)
+        if reload.deliver:
+            self._held_replays[entry.topic] = message
+            reload.touched.add(entry.topic)
+
+    def _release_replays(self, reload: PendingReload) -> None:
+        """Queue the newest replayed version of each topic the reload touched.
+
+        Holding replays until the reload ends means an older value from one peer never
+        reaches the application just before a newer value or a deletion from another.
+        """
+        for topic in sorted(reload.touched):
+            message = self._held_replays.pop(topic, None)
+            if message is None or self._known.get(topic) is not message:
+                continue
+            if any(topic_matches(subscription.topic_filter, topic) for subscription in self._subscriptions.values()):
+                self._queue.put_nowait(message)
 
     async def control_send(
         self,

@@ -230,14 +230,6 @@ async def test_delete_no_resurrection(make_peer: MakePeer, paho_peer: Any, topic
     assert late.stats.stale_dropped == stale_before + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "MnemoQ.apply_replayed queues each replayed value as soon as one peer's reply "
-        "carries it, so an old value from the first reply reaches messages() before the "
-        "tombstone from a later reply"
-    ),
-)
 async def test_delete_replay_order(make_peer: MakePeer, topic_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Each peer waits exactly its reply_jitter: the standby replies at once, the publisher 0.3 s later.
     monkeypatch.setattr("mnemoq5._catchup.random.uniform", lambda low, high: high)
