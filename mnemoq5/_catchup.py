@@ -167,6 +167,24 @@ class CatchUpEngine:
             logger.info("peer %s is live", owner)
         return owner if joined and not incoming.retain else None
 
+    def handle_introduction(self, incoming: Incoming, envelope: Envelope) -> str | None:
+        """Record a peer that introduced itself on this client's reply topic; return its id if it is new.
+
+        Peers introduce themselves to each newcomer, because some brokers (RabbitMQ 3.x)
+        do not send retained messages to wildcard subscriptions such as the presence
+        filter.
+        """
+        peer = envelope.sender
+        assert peer is not None
+        started = decode_presence(incoming.payload)
+        if started is None:
+            raise EnvelopeError("an introduction must carry a presence payload")
+        joined = peer not in self.peers
+        self.peers[peer] = started
+        if joined:
+            logger.info("peer %s is live (introduced itself)", peer)
+        return peer if joined else None
+
     def _peer_left(self, peer: str) -> None:
         for reload in self._pending.values():
             if peer in reload.expected and peer not in reload.answered:

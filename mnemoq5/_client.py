@@ -31,13 +31,13 @@ from ._errors import (
     StoreError,
     SubscribeError,
 )
+from ._expiry import ExpiryIndex
 from ._message import Message
 from ._packet import publish_packet_size
 from ._ratelimit import RateLimitedWarning
 from ._snapshot import Snapshot
 from ._stamp import HybridClock, wall_clock_millis
 from ._store import Entry, MemoryStore, Store, StoreView
-from ._expiry import ExpiryIndex
 from ._topics import is_shared_filter, topic_matches, validate_topic_filter, validate_topic_name
 from ._wire import Outgoing, unwrap, wrap
 
@@ -169,7 +169,9 @@ class MnemoQ:
         if remember not in ("published", "received"):
             raise InvalidArgumentError(f"remember {remember!r} is invalid: use 'published' or 'received'")
         if not tombstone_retention > 0:
-            raise InvalidArgumentError(f"tombstone_retention {tombstone_retention!r} must be a positive number of seconds")
+            raise InvalidArgumentError(
+                f"tombstone_retention {tombstone_retention!r} must be a positive number of seconds"
+            )
         if maximum_packet_size is not None and not 1024 <= maximum_packet_size <= 268_435_460:
             raise InvalidArgumentError(
                 f"maximum_packet_size {maximum_packet_size!r} must be 1024..268435460 bytes or None"
@@ -735,7 +737,12 @@ class MnemoQ:
             elif is_presence and envelope.kind in (Kind.PRESENCE, None):
                 joined = self._catch_up.handle_presence(incoming, envelope)
                 if joined is not None:
+                    self._spawn(self._introduce(joined), name="introduce")
                     self._peer_joined(joined)
+            elif envelope.kind is Kind.PRESENCE and incoming.topic == self._topics.reply(self._client_id):
+                introduced = self._catch_up.handle_introduction(incoming, envelope)
+                if introduced is not None:
+                    self._peer_joined(introduced)
             elif envelope.kind is Kind.REQUEST and incoming.topic == self._topics.request:
                 self._catch_up.handle_request(incoming, envelope)
             elif envelope.kind is Kind.REPLY and incoming.topic == self._topics.reply(self._client_id):
@@ -753,6 +760,15 @@ class MnemoQ:
         token, future = waiter
         if incoming.correlation_data == token and not future.done():
             future.set_result(None)
+
+    async def _introduce(self, peer: str) -> None:
+        """Send this client's presence to a peer that just joined, on the peer's reply topic."""
+        try:
+            await self.control_send(
+                self._topics.reply(peer), encode_presence(self._started_millis), Kind.PRESENCE, qos=1
+            )
+        except ConnectionLost:
+            pass
 
     def _peer_joined(self, peer: str) -> None:
         for subscription in self._subscriptions.values():

@@ -210,11 +210,14 @@ _BROKER_FIXTURES = {"mosquitto": "broker", "amqtt": "session_amqtt", "rabbitmq":
 
 # RabbitMQ 3.10 delivers a retained message only to a subscription whose filter is the
 # topic itself, never to a wildcard filter. Presence is retained and read with
-# "<prefix>/presence/+", so a client that connects later does not see the peers that
-# were already live, and its reload() sends no request.
+# "<prefix>/presence/+", so a client that connects later learns of the peers that were
+# already live only when they introduce themselves, after connect() has returned. A
+# reload() right after connect() may then miss them; catch_up subscriptions ask each
+# peer when its introduction arrives. Not strict: the outcome depends on that race.
 _NO_WILDCARD_RETAINED = pytest.mark.xfail(
-    reason="RabbitMQ 3.10 sends no retained message to a wildcard subscription, so a late client misses presence",
-    strict=True,
+    reason="RabbitMQ 3.10 sends no retained message to a wildcard subscription; peers are learned from "
+    "introductions that may arrive after connect() returns",
+    strict=False,
 )
 
 _TARGETS = (MOSQUITTO_V5, MOSQUITTO_COMPAT, AMQTT_COMPAT, RABBITMQ_COMPAT)
