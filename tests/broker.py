@@ -56,7 +56,7 @@ class Mosquitto:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mosquitto:
-        log = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
+        log = open(self._log_path, "ab")
         self._process = subprocess.Popen(
             [find_mosquitto(), "-c", str(self._config_path)], stdout=log, stderr=log
         )
