@@ -1,4 +1,4 @@
-"""When stored values expire: a heap ordered by expiry time. Pure code."""
+"""An index of expiry times: a heap of the entries that expire. Pure code."""
 
 from __future__ import annotations
 

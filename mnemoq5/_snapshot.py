@@ -13,8 +13,8 @@ class Snapshot(Mapping[str, Message]):
     """Read-only mapping of topic to the newest known :class:`Message` under a filter.
 
     ``complete`` is True when every peer that was live when the request went out sent
-    its whole reply. ``missing`` holds the ids of the peers that had not finished by the
-    timeout, or whose reply was malformed. ``answered`` holds those that finished.
+    its whole reply. ``missing`` contains the ids of the peers that had not finished by the
+    timeout, or whose reply was malformed. ``answered`` contains those that finished.
     """
 
     __slots__ = ("_messages", "answered", "complete", "missing", "topic_filter")
