@@ -1,5 +1,6 @@
-# Every target does its own set-up on a fresh Debian machine as root: a venv in .venv,
-# the package with its test dependencies, and Mosquitto from apt when it is missing.
+# Every target does its own set-up on a fresh Debian machine as root: python3-venv
+# from apt when venv is missing, a venv in .venv with the package and its test
+# dependencies, and Mosquitto, its clients and openssl from apt when missing.
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,6 +12,9 @@ STAMP := $(VENV)/.installed
 all: test
 
 $(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		echo "installing python3 and python3-venv with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv python3-pip; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -23,7 +27,9 @@ broker:
 		echo "installing mosquitto with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; }
 	@command -v mosquitto_sub >/dev/null 2>&1 || { \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients; }
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients; }
+	@command -v openssl >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
 
 test: setup
 	$(BIN)/python -m pytest
