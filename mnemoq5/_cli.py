@@ -1,9 +1,10 @@
-"""The ``mnemoq5`` command line: pub, sub, reload, peers and demo.
+"""The ``mnemoq5`` command line: pub, sub, reload, peers, peer, delete and demo.
 
 Options follow mosquitto_pub and mosquitto_sub, so ``-h`` is the broker host and every
 command takes ``--help`` instead. Errors print one line, ``mnemoq5: error: ...``, on
-stderr. Exit status: 0 on success, 1 on an error, 2 on a usage error or a feature this
-version lacks, 130 on SIGINT and 143 on SIGTERM (``pub --serve`` exits with 0 on both).
+stderr. Exit status: 0 on success, 1 on an error, 2 on a usage error, 130 on SIGINT and
+143 on SIGTERM. ``pub --serve``, ``delete --serve`` and ``peer`` exit with 0 on both
+signals once they print their ready line.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import importlib
-import inspect
 import json
 import logging
 import os
@@ -24,18 +23,20 @@ import sys
 import threading
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import mnemoq5
 
+from . import _demo
 from ._client import MnemoQ
 from ._envelope import validate_user_properties
 from ._errors import MnemoqError, ProtocolVersionError
 from ._message import Message
 from ._snapshot import Snapshot
+from ._sqlite import SqliteStore
 from ._stamp import Stamp, wall_clock_millis
-from ._store import Store
-from ._topics import validate_topic_filter, validate_topic_name
+from ._store import Entry, MemoryStore, Store
+from ._topics import topic_matches, validate_topic_filter, validate_topic_name
 
 __all__ = ["main", "build_parser", "client_settings", "build_tls_context", "CommandError"]
 
@@ -47,9 +48,14 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
+# The Message Expiry Interval is a Four Byte Integer of seconds (MQTT v5 3.3.2.3.3).
+_MAX_EXPIRY = 0xFFFF_FFFF
+
 # Lines read from stdin with ``pub -l`` that may wait for the publisher, so a fast
 # producer cannot fill memory while the broker is slow.
 _STDIN_QUEUE_LINES = 1000
+
+logger = logging.getLogger(__name__)
 
 
 class CommandError(Exception):
@@ -83,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sub_parser(commands, connection)
     _add_reload_parser(commands, connection)
     _add_peers_parser(commands, connection)
-    _add_demo_parser(commands, connection)
+    _add_peer_parser(commands, connection)
+    _add_delete_parser(commands, connection)
+    # argparse shares the option objects of a parent parser between its children, so
+    # the demo's other defaults need a connection parser of its own.
+    _add_demo_parser(commands, _connection_parser(private_broker_default=True))
     return parser
 
 
@@ -103,12 +113,27 @@ def _command_parser(
     return parser
 
 
-def _connection_parser() -> argparse.ArgumentParser:
-    """Build the options that every command shares: broker, identity, TLS and output."""
+def _connection_parser(*, private_broker_default: bool = False) -> argparse.ArgumentParser:
+    """Build the options that every command shares: broker, identity, TLS and output.
+
+    With ``private_broker_default``, ``--host`` and ``--port`` default to None, which
+    the demo reads as "start a private broker".
+    """
     parser = argparse.ArgumentParser(add_help=False)
     broker = parser.add_argument_group("broker connection")
-    broker.add_argument("-h", "--host", default="127.0.0.1", help="broker host name or address (default 127.0.0.1)")
-    broker.add_argument("-p", "--port", type=_port, default=1883, help="broker port (default 1883)")
+    if private_broker_default:
+        broker.add_argument(
+            "-h",
+            "--host",
+            help="broker host name or address (default 127.0.0.1 with -p); without -h and -p "
+            "the demo starts a private Mosquitto on a free loopback port",
+        )
+        broker.add_argument("-p", "--port", type=_port, help="broker port (default 1883 with -h)")
+    else:
+        broker.add_argument(
+            "-h", "--host", default="127.0.0.1", help="broker host name or address (default 127.0.0.1)"
+        )
+        broker.add_argument("-p", "--port", type=_port, default=1883, help="broker port (default 1883)")
     broker.add_argument(
         "-i", "--id", dest="client_id", metavar="CLIENT_ID", help="MQTT client id and peer identity (default random)"
     )
@@ -131,7 +156,7 @@ def _connection_parser() -> argparse.ArgumentParser:
         "when they use the same prefix (default mnemoq5)",
     )
     broker.add_argument(
-        "--compat", action="store_true", help="speak MQTT 3.1.1 to brokers without MQTT v5 (if this version has it)"
+        "--compat", action="store_true", help="speak MQTT 3.1.1 to brokers without MQTT v5"
     )
 
     tls = parser.add_argument_group("TLS (any of these options turns TLS on)")
@@ -165,7 +190,9 @@ def _add_pub_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
             "Without --serve it exits after publishing, and the value leaves with the\n"
             "process unless a durable store is given with --store FILE (a retained\n"
             "message, -r, stays on the broker in either case). With --serve it keeps\n"
-            "replying to catch-up requests until SIGINT or SIGTERM, then exits with status 0."
+            "replying to catch-up requests until SIGINT or SIGTERM, then exits with status 0.\n"
+            "With -e the value expires after SECONDS: the broker and every peer that stores\n"
+            "it drop it then, and catch-up no longer replays it."
         ),
     )
     parser.add_argument("-t", "--topic", required=True, help="topic name to publish to (no wildcards)")
@@ -185,6 +212,14 @@ def _add_pub_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--qos", type=int, choices=(0, 1, 2), default=0, help="QoS 0, 1 or 2 (default 0)")
     parser.add_argument("-r", "--retain", action="store_true", help="ask the broker to retain the message")
     parser.add_argument(
+        "-e",
+        "--expiry",
+        type=_expiry_seconds,
+        metavar="SECONDS",
+        help="lifetime of the value in seconds, sent as the MQTT v5 Message Expiry Interval "
+        "(default: no expiry)",
+    )
+    parser.add_argument(
         "-D",
         "--user-property",
         nargs=2,
@@ -194,15 +229,21 @@ def _add_pub_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
         help="add an MQTT v5 user property; repeat for more",
     )
 
+    _add_serve_options(parser, "publishing")
+    parser.set_defaults(handler=_run_async(run_pub))
+
+
+def _add_serve_options(parser: argparse.ArgumentParser, action: str) -> None:
     parser.add_argument(
-        "--store", metavar="FILE", help="keep the last values in this SQLite file (needs mnemoq5.SqliteStore)"
+        "--store",
+        metavar="FILE",
+        help="keep the last values in this SQLite file, which a later process with the same --store serves",
     )
     parser.add_argument(
         "--serve",
         action="store_true",
-        help="stay connected after publishing to reply to catch-up requests, until SIGINT/SIGTERM",
+        help=f"stay connected after {action} to reply to catch-up requests, until SIGINT/SIGTERM",
     )
-    parser.set_defaults(handler=_run_async(run_pub))
 
 
 def _add_sub_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
@@ -216,10 +257,12 @@ def _add_sub_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
             "Each message is one stdout line of tab-separated fields: topic, payload,\n"
             "sender ('-' for a plain MQTT publisher) and 'live' or 'replayed'. A payload\n"
             "that is not UTF-8 text without control characters prints as 'base64:<data>'.\n"
+            "A deletion has an empty payload and a fifth field, 'deleted'.\n"
             "With --json each line is a JSON object with the keys topic, payload,\n"
             "payload_encoding (only when the payload is base64 because it is not valid\n"
-            "UTF-8), qos, retain, sender, replayed, user_properties ([key, value] pairs)\n"
-            "and stamp ('<millis>:<counter>' or null).\n"
+            "UTF-8), qos, retain, sender, replayed, deleted, expiry (the remaining lifetime\n"
+            "in seconds when the message arrived, or null), user_properties ([key, value]\n"
+            "pairs) and stamp ('<millis>:<counter>' or null).\n"
             "With -W and -C, the exit status is 1 when fewer than COUNT messages arrived."
         ),
     )
@@ -233,7 +276,7 @@ def _add_sub_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--catch-up",
         action="store_true",
-        help="also request the latest values of each filter from live peers (if this version has it)",
+        help="also request the latest values of each filter from live peers",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per message")
     parser.add_argument("-C", "--count", type=_positive_int, metavar="COUNT", help="exit after COUNT messages")
@@ -251,7 +294,10 @@ def _add_reload_parser(commands: Any, connection: argparse.ArgumentParser) -> No
         "Ask the live peers for the latest values of a topic filter and print them.",
         epilog=(
             "Prints a table of topic, value, sender and age (from the value's stamp), then\n"
-            "'N of M peers answered' and the ids of the peers that did not answer in time."
+            "'N of M peers answered' and the ids of the peers that did not answer in time.\n"
+            "A topic whose newest version is a deletion shows the value '(deleted)'.\n"
+            "With --json, each record of \"values\" has the keys of 'sub --json' and age_ms,\n"
+            "and a deletion has \"deleted\": true."
         ),
     )
     parser.add_argument("-t", "--topic", required=True, metavar="FILTER", help="topic filter of the values to fetch")
@@ -272,6 +318,63 @@ def _add_peers_parser(commands: Any, connection: argparse.ArgumentParser) -> Non
     )
     parser.add_argument("--json", action="store_true", help="print the peers as one JSON array")
     parser.set_defaults(handler=_run_async(run_peers))
+
+
+def _add_peer_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
+    parser = _command_parser(
+        commands,
+        "peer",
+        connection,
+        "Run a standby peer that stores the values of topic filters and serves them to catch-up.",
+        epilog=(
+            "The peer subscribes to each -t filter with catch-up and stores the newest value\n"
+            "of every topic it receives, deletions included, so values outlive the processes\n"
+            "that published them. Once caught up it prints 'mnemoq5: standby for ...' on\n"
+            "stderr, then replies to catch-up requests until SIGINT or SIGTERM and exits\n"
+            "with status 0. Without --store the values are kept in memory and leave with the\n"
+            "process. With --store FILE they are kept in an SQLite file and survive a restart\n"
+            "of the peer with the same --store."
+        ),
+    )
+    parser.add_argument(
+        "-t", "--topic", dest="topics", action="append", required=True, metavar="FILTER",
+        help="topic filter whose values to store; repeat for more",
+    )
+    parser.add_argument(
+        "-q", "--qos", type=int, choices=(0, 1, 2), default=1, help="QoS of the subscriptions (default 1)"
+    )
+    parser.add_argument(
+        "--store", metavar="FILE", help="keep the values in this SQLite file (default: in memory)"
+    )
+    parser.set_defaults(handler=_run_async(run_peer))
+
+
+def _add_delete_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
+    parser = _command_parser(
+        commands,
+        "delete",
+        connection,
+        "Delete a topic: publish a deletion that replaces its last value everywhere.",
+        epilog=(
+            "Live subscribers receive the deletion, and peers that store received values,\n"
+            "such as 'mnemoq5 peer', keep it. The deletion is a stamped tombstone in this\n"
+            "process's store, and while a process serves it, catch-up returns the deletion\n"
+            "instead of an older value that another peer still holds. Without --serve the\n"
+            "tombstone leaves with the process unless a durable store is given with\n"
+            "--store FILE; a peer that holds the old value and did not receive the deletion\n"
+            "then serves that value again. With --serve it keeps replying to catch-up\n"
+            "requests until SIGINT or SIGTERM, then exits with status 0.\n"
+            "The deletion also clears the broker's retained message only when this\n"
+            "process's store holds the topic's last value as retained, as the --store FILE\n"
+            "of the 'pub -r' that published it does."
+        ),
+    )
+    parser.add_argument("-t", "--topic", required=True, help="topic name to delete (no wildcards)")
+    parser.add_argument(
+        "-q", "--qos", type=int, choices=(0, 1, 2), default=1, help="QoS of the deletion (default 1)"
+    )
+    _add_serve_options(parser, "deleting")
+    parser.set_defaults(handler=_run_async(run_delete))
 
 
 def _add_demo_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
@@ -297,6 +400,13 @@ def _positive_int(text: str) -> int:
     value = _parse_int(text, "count")
     if value < 1:
         raise argparse.ArgumentTypeError(f"count {text!r} is invalid: it must be 1 or more")
+    return value
+
+
+def _expiry_seconds(text: str) -> int:
+    value = _parse_int(text, "expiry")
+    if not 1 <= value <= _MAX_EXPIRY:
+        raise argparse.ArgumentTypeError(f"expiry {text!r} is invalid: it must be 1..{_MAX_EXPIRY} seconds")
     return value
 
 
@@ -335,8 +445,6 @@ def client_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.control_prefix is not None:
         settings["control_prefix"] = args.control_prefix
     if args.compat:
-        if not _accepts_keyword(MnemoQ.__init__, "compat"):
-            raise CommandError("compat mode is not available in this version", EXIT_USAGE)
         settings["compat"] = True
     return settings
 
@@ -383,17 +491,6 @@ def _ssl_reason(error: OSError) -> str:
     return text
 
 
-def _accepts_keyword(function: Callable[..., Any], name: str) -> bool:
-    return name in inspect.signature(function).parameters
-
-
-def _require_method(name: str, command: str) -> None:
-    if not hasattr(MnemoQ, name):
-        raise CommandError(
-            f"'{command}' is not available yet: this version of MnemoQ has no {name}() method", EXIT_USAGE
-        )
-
-
 def _status(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
@@ -408,7 +505,7 @@ async def run_pub(args: argparse.Namespace) -> int:
     properties = validate_user_properties([(key, value) for key, value in args.user_property])
     payload = None if args.stdin_line else _read_payload(args)
     settings = client_settings(args)
-    store = _open_store(args.store) if args.store else None
+    store = SqliteStore(args.store) if args.store else None
     if store is not None:
         settings["store"] = store
     try:
@@ -416,22 +513,34 @@ async def run_pub(args: argparse.Namespace) -> int:
             if payload is None:
                 count = await _publish_stdin_lines(client, topic, args, properties)
             else:
-                await client.publish(topic, payload, qos=args.qos, retain=args.retain, user_properties=properties)
+                await client.publish(
+                    topic,
+                    payload,
+                    qos=args.qos,
+                    retain=args.retain,
+                    user_properties=properties,
+                    expiry=args.expiry,
+                )
                 count = 1
             if args.serve:
-                # The handlers are in place before the status line, so a signal sent
-                # as soon as the line appears stops the server cleanly.
-                with _stop_signals() as stop:
-                    _status(
-                        args,
-                        f"published {count} message(s) to {topic}; serving catch-up requests as {client.client_id} "
-                        f"on {args.host}:{args.port} until SIGINT or SIGTERM",
-                    )
-                    await stop.wait()
+                await _serve_catch_up(args, client, f"published {count} message(s) to {topic}")
     finally:
         if store is not None:
             store.close()
     return EXIT_OK
+
+
+async def _serve_catch_up(args: argparse.Namespace, client: MnemoQ, done: str) -> None:
+    """Print the ready line and keep ``client`` connected until SIGINT or SIGTERM."""
+    # The handlers are in place before the status line, so a signal sent as soon as
+    # the line appears stops the server cleanly.
+    with _stop_signals() as stop:
+        _status(
+            args,
+            f"{done}; serving catch-up requests as {client.client_id} "
+            f"on {args.host}:{args.port} until SIGINT or SIGTERM",
+        )
+        await stop.wait()
 
 
 def _read_payload(args: argparse.Namespace) -> bytes:
@@ -452,15 +561,6 @@ def _read_payload(args: argparse.Namespace) -> bytes:
         raise CommandError(f"cannot read the message from stdin: {error.strerror or error}") from None
 
 
-def _open_store(path: str) -> Store:
-    factory = getattr(mnemoq5, "SqliteStore", None)
-    if factory is None:
-        raise CommandError(
-            "--store is not available in this version: mnemoq5.SqliteStore does not exist", EXIT_USAGE
-        )
-    return cast(Store, factory(path))
-
-
 async def _publish_stdin_lines(
     client: MnemoQ, topic: str, args: argparse.Namespace, properties: Iterable[tuple[str, str]]
 ) -> int:
@@ -468,7 +568,9 @@ async def _publish_stdin_lines(
     async for line in _read_lines(sys.stdin.buffer):
         if line == b"":
             continue
-        await client.publish(topic, line, qos=args.qos, retain=args.retain, user_properties=properties)
+        await client.publish(
+            topic, line, qos=args.qos, retain=args.retain, user_properties=properties, expiry=args.expiry
+        )
         count += 1
     return count
 
@@ -525,24 +627,77 @@ def _stop_signals() -> Iterator[asyncio.Event]:
             loop.remove_signal_handler(number)
 
 
+# -- delete and peer ----------------------------------------------------------
+
+
+async def run_delete(args: argparse.Namespace) -> int:
+    """Publish a deletion of -t; with --serve, stay connected until SIGINT or SIGTERM."""
+    topic = validate_topic_name(args.topic)
+    settings = client_settings(args)
+    store = SqliteStore(args.store) if args.store else None
+    if store is not None:
+        settings["store"] = store
+    try:
+        async with MnemoQ(**settings) as client:
+            await client.delete(topic, qos=args.qos)
+            if args.serve:
+                await _serve_catch_up(args, client, f"deleted {topic}")
+    finally:
+        if store is not None:
+            store.close()
+    return EXIT_OK
+
+
+async def run_peer(args: argparse.Namespace) -> int:
+    """Store the values under every -t filter and serve them to catch-up until SIGINT or SIGTERM."""
+    filters = [validate_topic_filter(topic_filter) for topic_filter in args.topics]
+    settings = client_settings(args)
+    store: Store = SqliteStore(args.store) if args.store else MemoryStore()
+    try:
+        async with MnemoQ(**settings, store=store, remember="received") as client:
+            # MnemoQ queues every received message for messages(), so the peer drains
+            # that queue to keep its memory bounded.
+            discard = asyncio.create_task(_discard_messages(client), name="mnemoq5-peer-discard")
+            try:
+                for topic_filter in filters:
+                    await client.subscribe(topic_filter, qos=args.qos, catch_up=True)
+                with _stop_signals() as stop:
+                    stored = _count_values(client.store.values())
+                    _status(
+                        args,
+                        f"standby for {', '.join(filters)} on {args.host}:{args.port}, "
+                        f"{stored} value{'' if stored == 1 else 's'} stored",
+                    )
+                    await stop.wait()
+            finally:
+                discard.cancel()
+                await asyncio.gather(discard, return_exceptions=True)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+async def _discard_messages(client: MnemoQ) -> None:
+    async for message in client.messages():
+        kind = "deletion" if message.deleted else "value"
+        logger.debug("stored the %s of %s from %s", kind, message.topic, message.sender)
+
+
+def _count_values(entries: Iterable[Entry]) -> int:
+    return sum(1 for entry in entries if not entry.deleted)
+
+
 # -- sub --------------------------------------------------------------------
 
 
 async def run_sub(args: argparse.Namespace) -> int:
     """Subscribe to every -t filter and print messages until -C, -W or SIGINT."""
     filters = [validate_topic_filter(topic_filter) for topic_filter in args.topics]
-    if args.catch_up and not _accepts_keyword(MnemoQ.subscribe, "catch_up"):
-        raise CommandError(
-            "--catch-up is not available in this version: MnemoQ.subscribe() has no catch_up parameter", EXIT_USAGE
-        )
     write = _write_json_line if args.json else _write_text_line
 
     async with MnemoQ(**client_settings(args)) as client:
         for topic_filter in filters:
-            if args.catch_up:
-                await client.subscribe(topic_filter, qos=args.qos, catch_up=True)
-            else:
-                await client.subscribe(topic_filter, qos=args.qos)
+            await client.subscribe(topic_filter, qos=args.qos, catch_up=args.catch_up)
         _status(args, f"subscribed to {', '.join(filters)} on {args.host}:{args.port}")
         received = await _print_messages(client, write, args.count, args.timeout)
 
@@ -573,12 +728,14 @@ async def _print_messages(
 
 
 def _write_text_line(message: Message) -> None:
-    fields = (
+    fields = [
         message.topic,
         _printable_payload(message.payload),
         message.sender or "-",
         "replayed" if message.replayed else "live",
-    )
+    ]
+    if message.deleted:
+        fields.append("deleted")
     print("\t".join(fields), flush=True)
 
 
@@ -599,6 +756,8 @@ def message_record(message: Message) -> dict[str, Any]:
     record["retain"] = message.retain
     record["sender"] = message.sender
     record["replayed"] = message.replayed
+    record["deleted"] = message.deleted
+    record["expiry"] = message.expiry
     record["user_properties"] = [[key, value] for key, value in message.user_properties]
     record["stamp"] = _stamp_text(message.stamp)
     return record
@@ -632,11 +791,17 @@ def _stamp_text(stamp: Stamp | None) -> str | None:
 
 async def run_reload(args: argparse.Namespace) -> int:
     """Fetch the latest values of -t from the live peers and print them."""
-    _require_method("reload", "reload")
     topic_filter = validate_topic_filter(args.topic)
-    async with MnemoQ(**client_settings(args)) as client:
+    # A Snapshot leaves deleted topics out, so the client stores what the peers
+    # replied, and the newest tombstones come from its store.
+    async with MnemoQ(**client_settings(args), remember="received") as client:
         snapshot = await client.reload(topic_filter, timeout=args.timeout)
-    report = reload_report(snapshot, wall_clock_millis())
+        deletions = [
+            _deletion_message(entry)
+            for entry in client.store.values()
+            if entry.deleted and topic_matches(topic_filter, entry.topic)
+        ]
+    report = reload_report(snapshot, wall_clock_millis(), deletions)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -644,11 +809,30 @@ async def run_reload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def reload_report(snapshot: Snapshot, now_millis: int) -> dict[str, Any]:
-    """Return ``snapshot`` as a JSON-ready dict, the format of ``reload --json``."""
+def _deletion_message(entry: Entry) -> Message:
+    return Message(
+        topic=entry.topic,
+        payload=b"",
+        qos=entry.qos,
+        retain=entry.retain,
+        sender=entry.stamp.writer,
+        replayed=True,
+        stamp=entry.stamp,
+        deleted=True,
+    )
+
+
+def reload_report(snapshot: Snapshot, now_millis: int, deletions: Iterable[Message] = ()) -> dict[str, Any]:
+    """Return ``snapshot`` and ``deletions`` as a JSON-ready dict, the format of ``reload --json``.
+
+    ``deletions`` are the deleted topics under the filter, which a Snapshot leaves out.
+    Their records have ``"deleted": true`` and sort among the values by topic.
+    """
+    messages = {message.topic: message for message in deletions if message.topic not in snapshot}
+    messages.update(snapshot)
     values = []
-    for topic in sorted(snapshot):
-        message = snapshot[topic]
+    for topic in sorted(messages):
+        message = messages[topic]
         record = message_record(message)
         record["age_ms"] = _age_millis(message.stamp, now_millis)
         values.append(record)
@@ -666,7 +850,7 @@ def _print_reload_table(report: Mapping[str, Any]) -> None:
     rows = [
         (
             value["topic"],
-            _printable_payload(_record_payload(value)),
+            "(deleted)" if value.get("deleted") else _printable_payload(_record_payload(value)),
             value["sender"] or "-",
             _format_age(value["age_ms"]),
         )
@@ -716,7 +900,6 @@ def _format_age(millis: int | None) -> str:
 
 async def run_peers(args: argparse.Namespace) -> int:
     """Print the live peers with the time since each started, as a table or JSON."""
-    _require_method("peers", "peers")
     async with MnemoQ(**client_settings(args)) as client:
         # The client has read every retained presence message once connect() returns.
         peers = client.peers()
@@ -735,21 +918,8 @@ async def run_peers(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Run ``mnemoq5._demo.main(args)``; a coroutine result runs in a new event loop."""
-    try:
-        demo = importlib.import_module("mnemoq5._demo")
-    except ModuleNotFoundError as error:
-        if error.name != "mnemoq5._demo":
-            raise
-        raise CommandError("the demo is not available in this version", EXIT_USAGE) from None
-    result = demo.main(args)
-    if inspect.isawaitable(result):
-        result = asyncio.run(_await(result))
-    return result if isinstance(result, int) else EXIT_OK
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
+    """Run the catch-up demo; ``--host`` and ``--port`` of None start a private broker."""
+    return _demo.main(args)
 
 
 # -- main -------------------------------------------------------------------
@@ -816,7 +986,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error(str(error))
         return error.status
     except ProtocolVersionError as error:
-        hint = " (on the command line, pass --compat)" if _accepts_keyword(MnemoQ.__init__, "compat") else ""
+        # The hint fits a broker without MQTT v5, not one that rejects MQTT 3.1.1.
+        hint = "" if args.compat else " (on the command line, pass --compat)"
         _print_error(f"{error}{hint}")
         return EXIT_ERROR
     except MnemoqError as error:

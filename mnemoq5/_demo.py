@@ -8,8 +8,8 @@ JSON lines on its stdout, when its catch-up finished and every message it receiv
 parent prints a timeline and a table, and exits 0 only when every start recovered every
 topic and no consumer saw a stale value.
 
-Run it with ``python -m mnemoq5._demo`` or ``mnemoq5 demo``. Without a broker address
-it starts a private Mosquitto on a free loopback port.
+Run it with ``python -m mnemoq5._demo`` or ``mnemoq5 demo``. Without ``--host`` and
+``--port`` it starts a private Mosquitto on a free loopback port.
 """
 
 from __future__ import annotations
@@ -42,10 +42,9 @@ EXIT_USAGE = 2
 # 128 + SIGINT, the status a shell reports for a process ended by Ctrl-C.
 EXIT_INTERRUPTED = 130
 
-# Defaults of the CLI's connection options. A namespace that still has both means that
-# no broker was named, so the demo starts its own.
-_CLI_DEFAULT_HOST = "127.0.0.1"
-_CLI_DEFAULT_PORT = 1883
+# The broker address when only one of --host and --port is given.
+_DEFAULT_HOST = LOOPBACK
+_DEFAULT_PORT = 1883
 
 # Seconds to wait for one child to connect and report, and for a catch-up to finish.
 _CHILD_READY_TIMEOUT = 15.0
@@ -64,8 +63,12 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Show late and restarted consumers catching up from live publisher processes.",
     )
     parser.add_argument("--help", action="help", help="show this help and exit")
-    parser.add_argument("-h", "--host", help="broker host; without it the demo starts a private Mosquitto")
-    parser.add_argument("-p", "--port", type=int, default=1883, help="broker port with --host (default 1883)")
+    parser.add_argument(
+        "-h",
+        "--host",
+        help="broker host (default 127.0.0.1 with -p); without -h and -p the demo starts a private Mosquitto",
+    )
+    parser.add_argument("-p", "--port", type=int, help="broker port (default 1883 with -h)")
     parser.add_argument("--sensors", type=int, default=3, help="number of publisher processes (default 3)")
     parser.add_argument("--topics", type=int, default=4, help="topics per publisher (default 4)")
     parser.add_argument("--rate", type=float, default=5.0, help="publishes per topic per second (default 5)")
@@ -89,21 +92,20 @@ class _Settings:
 
 
 def _settings_from_cli(args: argparse.Namespace) -> _Settings:
-    """Read the broker from the ``mnemoq5 demo`` options, where the defaults mean a private broker.
-
-    NOTE: the CLI gives ``--host`` and ``--port`` defaults, so ``-h 127.0.0.1 -p 1883``
-    cannot be distinguished from no options and also starts a private broker.
-    """
+    """Read the broker from the ``mnemoq5 demo`` options, where a host and port of None mean a private broker."""
     unsupported = [
         name for name in ("username", "password", "tls", "cafile", "cert", "key", "compat") if getattr(args, name, None)
     ]
     if unsupported:
         raise _UsageError(f"the demo does not support {', '.join(unsupported)}: use a broker with anonymous access")
-    host = getattr(args, "host", _CLI_DEFAULT_HOST)
-    port = getattr(args, "port", _CLI_DEFAULT_PORT)
-    if host == _CLI_DEFAULT_HOST and port == _CLI_DEFAULT_PORT:
-        return _Settings(None, port)
-    return _Settings(host, port)
+    return _broker_settings(getattr(args, "host", None), getattr(args, "port", None))
+
+
+def _broker_settings(host: str | None, port: int | None) -> _Settings:
+    """Return the settings for a named broker, or with host None for a private one when neither is given."""
+    if host is None and port is None:
+        return _Settings(None, _DEFAULT_PORT)
+    return _Settings(host or _DEFAULT_HOST, _DEFAULT_PORT if port is None else port)
 
 
 class _UsageError(Exception):
@@ -667,7 +669,10 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
             options = _build_parser().parse_args(args)
             if options.role != "parent":
                 return _run_child(options)
-            settings = _Settings(options.host, options.port, options.sensors, options.topics, options.rate)
+            settings = _broker_settings(options.host, options.port)
+            settings.sensors = options.sensors
+            settings.topics = options.topics
+            settings.rate = options.rate
         _check_settings(settings)
     except _UsageError as error:
         print(f"mnemoq5 demo: error: {error}", file=sys.stderr, flush=True)

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-import mnemoq5
-from mnemoq5 import MnemoQ, _cli
+from mnemoq5 import _cli
 from mnemoq5._message import Message
 from mnemoq5._stamp import Stamp
 
@@ -134,6 +133,12 @@ def start_server(start: Callable[..., Running], *args: str) -> Running:
     server = start("pub", "--serve", *args)
     server.wait_for_stderr("serving catch-up")
     return server
+
+
+def start_peer(start: Callable[..., Running], *args: str) -> Running:
+    peer = start("peer", *args)
+    peer.wait_for_stderr("standby for")
+    return peer
 
 
 def json_lines(stdout: str) -> list[dict[str, Any]]:
@@ -334,7 +339,6 @@ def test_peers_lists_server(
     assert isinstance(peer["started_ms"], int)
 
 
-@pytest.mark.skipif(not hasattr(mnemoq5, "SqliteStore"), reason="this version has no SqliteStore")
 def test_pub_store_survives_exit(
     broker: Mosquitto, topic_root: str, control_prefix: str, start: Callable[..., Running], tmp_path: Path
 ) -> None:
@@ -352,6 +356,189 @@ def test_pub_store_survives_exit(
         (f"{topic_root}/first", "1"),
         (f"{topic_root}/second", "2"),
     ]
+
+
+# -- standby peer, expiry and deletion ---------------------------------------
+
+
+def test_peer_serves_after_publisher_exit(
+    broker: Mosquitto, topic_root: str, control_prefix: str, start: Callable[..., Running]
+) -> None:
+    topic = f"{topic_root}/value"
+    publisher_id = unique_id("pub")
+    prefix = ["--control-prefix", control_prefix]
+    peer = start_peer(start, *on(broker), *prefix, "-t", f"{topic_root}/#")
+
+    published = run("pub", *on(broker), *prefix, "-t", topic, "-m", "42", "-q", "1", "-i", publisher_id)
+    result = run("reload", *on(broker), *prefix, "-t", f"{topic_root}/#", "--json")
+
+    expected_ready = f"mnemoq5: standby for {topic_root}/# on {broker.host}:{broker.port}, 0 values stored\n"
+    assert peer.stderr_lines[-1] == expected_ready
+    assert published.returncode == 0, published.stderr
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["peers_answered"] == 1
+    [value] = report["values"]
+    assert value["topic"] == topic
+    assert value["payload"] == "42"
+    assert value["sender"] == publisher_id
+    assert value["deleted"] is False
+
+
+def test_peer_store_survives_restart(
+    broker: Mosquitto, topic_root: str, control_prefix: str, start: Callable[..., Running], tmp_path: Path
+) -> None:
+    topic = f"{topic_root}/value"
+    publisher_id = unique_id("pub")
+    peer_args = [*on(broker), "--control-prefix", control_prefix, "--store", str(tmp_path / "standby.sqlite")]
+    reload_args = [*on(broker), "--control-prefix", control_prefix, "-t", f"{topic_root}/#", "--json"]
+    first = start_peer(start, *peer_args, "-t", f"{topic_root}/#")
+    published = run("pub", *on(broker), "--control-prefix", control_prefix, "-t", topic, "-m", "kept",
+                    "-q", "1", "-i", publisher_id)
+    # The first peer serves the value, so it has stored it before it stops.
+    before = run("reload", *reload_args)
+    first.process.send_signal(signal.SIGTERM)
+    first_status, _, first_stderr = first.finish()
+
+    second = start_peer(start, *peer_args, "-t", f"{topic_root}/#")
+    after = run("reload", *reload_args)
+
+    assert published.returncode == 0, published.stderr
+    assert [value["payload"] for value in json.loads(before.stdout)["values"]] == ["kept"]
+    assert first_status == 0, first_stderr
+    assert second.stderr_lines[-1].endswith(", 1 value stored\n")
+    assert after.returncode == 0, after.stderr
+    [value] = json.loads(after.stdout)["values"]
+    assert value["payload"] == "kept"
+    assert value["sender"] == publisher_id
+
+
+def test_peer_sigint_exits_0(broker: Mosquitto, topic_root: str, start: Callable[..., Running]) -> None:
+    peer = start_peer(start, *on(broker), "-t", f"{topic_root}/#")
+
+    peer.process.send_signal(signal.SIGINT)
+    status, _, stderr = peer.finish()
+
+    assert status == 0, stderr
+    assert "Traceback" not in stderr
+
+
+def test_pub_expiry(broker: Mosquitto, topic_root: str, start: Callable[..., Running]) -> None:
+    topic = f"{topic_root}/short"
+    subscriber = start_sub(start, *on(broker), "-t", topic, "-q", "1", "-C", "1", "--json")
+
+    published = run("pub", *on(broker), "-t", topic, "-m", "soon gone", "-q", "1", "-e", "60")
+    status, stdout, stderr = subscriber.finish()
+
+    assert published.returncode == 0, published.stderr
+    assert status == 0, stderr
+    [record] = json_lines(stdout)
+    assert record["payload"] == "soon gone"
+    # The broker forwards the lifetime left, which may have lost a second in transit.
+    assert record["expiry"] <= 60
+    assert record["expiry"] >= 50
+
+
+def test_reload_json_expiry(
+    broker: Mosquitto, topic_root: str, control_prefix: str, start: Callable[..., Running]
+) -> None:
+    prefix = ["--control-prefix", control_prefix]
+    start_server(start, *on(broker), *prefix, "-t", f"{topic_root}/short", "-m", "1", "--expiry", "600")
+
+    result = run("reload", *on(broker), *prefix, "-t", f"{topic_root}/#", "--json")
+
+    assert result.returncode == 0, result.stderr
+    [value] = json.loads(result.stdout)["values"]
+    assert value["expiry"] <= 600
+    assert value["expiry"] >= 590
+
+
+def test_delete_seen_by_sub(broker: Mosquitto, topic_root: str, start: Callable[..., Running]) -> None:
+    topic = f"{topic_root}/gone"
+    deleter_id = unique_id("del")
+    subscriber = start_sub(start, *on(broker), "-t", topic, "-q", "1", "-C", "1")
+
+    deleted = run("delete", *on(broker), "-t", topic, "-i", deleter_id)
+    status, stdout, stderr = subscriber.finish()
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert status == 0, stderr
+    assert stdout == f"{topic}\t\t{deleter_id}\tlive\tdeleted\n"
+
+
+def test_delete_seen_by_sub_json(broker: Mosquitto, topic_root: str, start: Callable[..., Running]) -> None:
+    topic = f"{topic_root}/gone"
+    subscriber = start_sub(start, *on(broker), "-t", topic, "-q", "1", "-C", "1", "--json")
+
+    deleted = run("delete", *on(broker), "-t", topic)
+    status, stdout, stderr = subscriber.finish()
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert status == 0, stderr
+    [record] = json_lines(stdout)
+    assert record["deleted"] is True
+    assert record["payload"] == ""
+    assert record["expiry"] is None
+
+
+def test_delete_serve_hides_old_value(
+    broker: Mosquitto, topic_root: str, control_prefix: str, start: Callable[..., Running]
+) -> None:
+    topic = f"{topic_root}/gone"
+    deleter_id = unique_id("del")
+    prefix = ["--control-prefix", control_prefix]
+    start_server(start, *on(broker), *prefix, "-t", topic, "-m", "old")
+    deleter = start("delete", "--serve", *on(broker), *prefix, "-t", topic, "-i", deleter_id)
+    deleter.wait_for_stderr("serving catch-up")
+
+    report = run("reload", *on(broker), *prefix, "-t", f"{topic_root}/#", "--json")
+    table = run("reload", *on(broker), *prefix, "-t", f"{topic_root}/#")
+    replayed = run("sub", *on(broker), *prefix, "-t", f"{topic_root}/#", "--catch-up", "-C", "1", "-W", "10")
+
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["peers_answered"] == 2
+    [value] = json.loads(report.stdout)["values"]
+    assert value["topic"] == topic
+    assert value["deleted"] is True
+    assert value["sender"] == deleter_id
+    assert table.stdout.decode().splitlines()[1].split()[:3] == [topic, "(deleted)", deleter_id]
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.decode() == f"{topic}\t\t{deleter_id}\treplayed\tdeleted\n"
+
+
+def test_delete_store_keeps_tombstone(
+    broker: Mosquitto, topic_root: str, control_prefix: str, start: Callable[..., Running], tmp_path: Path
+) -> None:
+    topic = f"{topic_root}/gone"
+    deleter_id = unique_id("del")
+    store = str(tmp_path / "tombstones.sqlite")
+    prefix = ["--control-prefix", control_prefix]
+
+    deleted = run("delete", *on(broker), *prefix, "--store", store, "-t", topic, "-i", deleter_id)
+    peer = start_peer(start, *on(broker), *prefix, "--store", store, "-t", f"{topic_root}/#")
+    result = run("reload", *on(broker), *prefix, "-t", f"{topic_root}/#", "--json")
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert peer.stderr_lines[-1].endswith(", 0 values stored\n")
+    assert result.returncode == 0, result.stderr
+    [value] = json.loads(result.stdout)["values"]
+    assert value["deleted"] is True
+    assert value["sender"] == deleter_id
+
+
+def test_peer_store_locked(
+    broker: Mosquitto, topic_root: str, start: Callable[..., Running], tmp_path: Path
+) -> None:
+    store = str(tmp_path / "standby.sqlite")
+    start_peer(start, *on(broker), "--store", store, "-t", f"{topic_root}/#")
+
+    result = run("peer", *on(broker), "--store", store, "-t", f"{topic_root}/#")
+
+    assert result.returncode == 1
+    lines = error_lines(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("mnemoq5: error: ")
+    assert store in lines[0]
 
 
 # -- signals ----------------------------------------------------------------
@@ -395,7 +582,7 @@ def test_serve_stops_on_signal(
 # -- help and errors --------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["", "pub", "sub", "reload", "peers", "demo"])
+@pytest.mark.parametrize("name", ["", "pub", "sub", "reload", "peers", "peer", "delete", "demo"])
 def test_help_exits_zero(name: str) -> None:
     result = run(*([name] if name else []), "--help")
 
@@ -410,6 +597,33 @@ def test_pub_help_durability() -> None:
     assert "the value leaves with the process unless a durable store is given with --store FILE" in text
 
 
+def test_delete_help_durability() -> None:
+    result = run("delete", "--help")
+
+    text = " ".join(result.stdout.decode().split())
+    assert "the tombstone leaves with the process unless a durable store is given with --store FILE" in text
+
+
+def test_peer_help_store() -> None:
+    result = run("peer", "--help")
+
+    text = " ".join(result.stdout.decode().split())
+    assert "With --store FILE they are kept in an SQLite file and survive a restart" in text
+
+
+@pytest.mark.parametrize("broker_args", [["-h", "127.0.0.1"], []])
+def test_demo_named_broker(broker_args: list[str]) -> None:
+    port = free_port()
+
+    result = run("demo", *broker_args, "-p", str(port))
+
+    assert result.returncode == 1
+    stdout = result.stdout.decode()
+    assert f"using the broker at 127.0.0.1:{port}" in stdout
+    assert "private Mosquitto" not in stdout
+    assert "RESULT: FAIL" in stdout
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -417,6 +631,8 @@ def test_pub_help_durability() -> None:
         ["sub", "-t", "a"],
         ["reload", "-t", "a/#"],
         ["peers"],
+        ["peer", "-t", "a/#"],
+        ["delete", "-t", "a"],
     ],
 )
 def test_unreachable_broker(args: list[str]) -> None:
@@ -439,6 +655,8 @@ def test_unreachable_broker(args: list[str]) -> None:
         ["sub", "-t", "a/#/b"],
         ["sub", "-t", "a/b+"],
         ["reload", "-t", "a/#/b"],
+        ["peer", "-t", "a/#/b"],
+        ["delete", "-t", "a/+"],
     ],
 )
 def test_invalid_topic(broker: Mosquitto, args: list[str]) -> None:
@@ -462,6 +680,12 @@ def test_invalid_topic(broker: Mosquitto, args: list[str]) -> None:
         ["sub", "-t", "a", "-C", "0"],
         ["sub", "-t", "a", "-W", "soon"],
         ["reload", "-t", "a/#", "--timeout", "-1"],
+        ["pub", "-t", "a", "-m", "x", "-e", "0"],
+        ["pub", "-t", "a", "-m", "x", "--expiry", "4294967296"],
+        ["peer"],
+        ["peer", "-t", "a/#", "-q", "3"],
+        ["delete"],
+        ["delete", "-t", "a", "-q", "3"],
         ["unknown-command"],
         [],
     ],
@@ -491,71 +715,6 @@ def test_message_file_missing(broker: Mosquitto, tmp_path: Path) -> None:
     assert result.returncode == 1
     expected = f"mnemoq5: error: cannot read message file {str(missing)!r}: No such file or directory"
     assert error_lines(result) == [expected]
-
-
-# -- features this version may lack -----------------------------------------
-
-
-def run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    status = _cli.main(args)
-    return status, capsys.readouterr().err
-
-
-def test_compat_unavailable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    def constructor_without_compat(self: MnemoQ, host: str = "127.0.0.1", port: int = 1883) -> None:
-        raise AssertionError("the client must not be built")
-
-    monkeypatch.setattr(MnemoQ, "__init__", constructor_without_compat)
-
-    status, stderr = run_in_process(["pub", "-t", "a", "-m", "x", "--compat"], capsys)
-
-    assert status == 2
-    assert stderr == "mnemoq5: error: compat mode is not available in this version\n"
-
-
-def test_catch_up_unavailable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    async def subscribe_without_catch_up(self: MnemoQ, topic_filter: str, qos: int = 0) -> None:
-        raise AssertionError("subscribe must not be called")
-
-    monkeypatch.setattr(MnemoQ, "subscribe", subscribe_without_catch_up)
-
-    status, stderr = run_in_process(["sub", "-t", "a", "--catch-up", "-p", str(free_port())], capsys)
-
-    assert status == 2
-    assert "--catch-up is not available in this version" in stderr
-
-
-@pytest.mark.parametrize("name", ["reload", "peers"])
-def test_catch_up_api_unavailable(
-    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delattr(MnemoQ, name)
-    args = [name, "-t", "a/#"] if name == "reload" else [name]
-
-    status, stderr = run_in_process([*args, "-p", str(free_port())], capsys)
-
-    assert status == 2
-    assert stderr.startswith(f"mnemoq5: error: '{name}' is not available yet")
-
-
-def test_store_unavailable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    monkeypatch.delattr(mnemoq5, "SqliteStore", raising=False)
-    args = ["pub", "-t", "a", "-m", "x", "--store", str(tmp_path / "s.sqlite"), "-p", str(free_port())]
-
-    status, stderr = run_in_process(args, capsys)
-
-    assert status == 2
-    assert "--store is not available in this version" in stderr
-
-
-def test_demo_unavailable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    # None in sys.modules makes the import raise ModuleNotFoundError, as a missing file would.
-    monkeypatch.setitem(sys.modules, "mnemoq5._demo", None)
-
-    status, stderr = run_in_process(["demo"], capsys)
-
-    assert status == 2
-    assert stderr == "mnemoq5: error: the demo is not available in this version\n"
 
 
 # -- TLS --------------------------------------------------------------------
@@ -684,6 +843,8 @@ def test_message_record_plain_mqtt() -> None:
         "retain": False,
         "sender": None,
         "replayed": False,
+        "deleted": False,
+        "expiry": None,
         "user_properties": [],
         "stamp": None,
     }

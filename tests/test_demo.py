@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -73,6 +74,40 @@ def test_demo_invalid_sensors(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert status == 2
     assert "--sensors 0 is invalid" in capsys.readouterr().err
+
+
+def test_cli_settings_private_broker() -> None:
+    settings = _demo._settings_from_cli(argparse.Namespace(host=None, port=None))
+
+    assert settings.host is None
+
+
+def test_cli_settings_named_broker() -> None:
+    settings = _demo._settings_from_cli(argparse.Namespace(host="127.0.0.1", port=1883))
+
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 1883
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("127.0.0.1", None, ("127.0.0.1", 1883)),
+        (None, 1884, ("127.0.0.1", 1884)),
+        ("localhost", 1885, ("localhost", 1885)),
+    ],
+)
+def test_broker_settings_defaults(host: str | None, port: int | None, expected: tuple[str, int]) -> None:
+    settings = _demo._broker_settings(host, port)
+
+    assert (settings.host, settings.port) == expected
+
+
+def test_cli_settings_username() -> None:
+    args = argparse.Namespace(host=None, port=None, username="user")
+
+    with pytest.raises(_demo._UsageError, match="does not support username"):
+        _demo._settings_from_cli(args)
 
 
 def message_line(topic: str, run: int, counter: int, stamp: tuple[int, int, str]) -> dict[str, object]:
