@@ -283,6 +283,10 @@ def machine() -> dict[str, Any]:
     }
 
 
+# The benchmark groups in the order a run measures them; each is a Runner method.
+STEPS = ("throughput", "latency", "memory", "large_payloads", "catchup")
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
@@ -290,6 +294,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="write the results here (default: bench/results/<date>-<mode>.json)")
     parser.add_argument("--verbose", action="store_true", help="log each measurement as it starts")
+    parser.add_argument("--only", choices=STEPS, action="append", metavar="GROUP",
+                        help=f"run only this group of benchmarks (repeatable): {', '.join(STEPS)}")
     return parser.parse_args(argv)
 
 
@@ -305,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
 
     runner = Runner(plan)
     try:
-        for step in (runner.throughput, runner.latency, runner.memory, runner.large_payloads, runner.catchup):
-            step()
+        for name in STEPS:
+            if arguments.only is None or name in arguments.only:
+                getattr(runner, name)()
     finally:
         runner.close()
 

@@ -48,6 +48,11 @@ logger = logging.getLogger(__name__)
 # Subscription Identifier is a Variable Byte Integer from 1 to 268,435,455 (MQTT v5 3.8.2.1.2).
 _MAX_SUBSCRIPTION_ID = 268_435_455
 
+# Topics whose lowest matching subscription identifier is cached; the cache is
+# emptied when it reaches this size and whenever the subscriptions change.
+_MATCH_CACHE_SIZE = 4096
+_UNKNOWN = object()
+
 
 class ConnectionState(enum.Enum):
     """Where the client is in its connection life."""
@@ -217,6 +222,7 @@ class MnemoQ:
         self._malformed_log = RateLimitedWarning(logger)
         self._sync_waiter: tuple[bytes, asyncio.Future[None]] | None = None
         self._control_subscriptions: list[_Subscription] = []
+        self._lowest_matching_id: dict[str, object] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._catch_up = CatchUpEngine(self, self._topics, self._store, reply_jitter=reply_jitter)
         self._expiry = ExpiryIndex()
@@ -360,6 +366,7 @@ class MnemoQ:
     async def _subscribe_control(self) -> None:
         """Subscribe to requests, presence and this client's reply topic."""
         if not self._control_subscriptions:
+            self._lowest_matching_id.clear()
             self._control_subscriptions = [
                 _Subscription(self._topics.request, 1, self._allocate_subscription_id()),
                 _Subscription(self._topics.presence_filter, 1, self._allocate_subscription_id()),
@@ -469,6 +476,7 @@ class MnemoQ:
         if subscription is None:
             subscription = _Subscription(topic_filter, qos, self._allocate_subscription_id())
             self._subscriptions[topic_filter] = subscription
+            self._lowest_matching_id.clear()
         subscription.qos = qos
         subscription.catch_up = subscription.catch_up or catch_up
         if connection is not None:
@@ -488,6 +496,7 @@ class MnemoQ:
         connection = self._require_connection("unsubscribe")
         if self._subscriptions.pop(topic_filter, None) is None:
             return
+        self._lowest_matching_id.clear()
         if connection is not None:
             try:
                 await connection.unsubscribe(topic_filter)
@@ -514,6 +523,7 @@ class MnemoQ:
             return
         if reason_code >= 0x80:
             self._subscriptions.pop(subscription.topic_filter, None)
+            self._lowest_matching_id.clear()
             raise SubscribeError(subscription.topic_filter, reason_code)
 
     async def _resubscribe(self) -> None:
@@ -788,14 +798,20 @@ class MnemoQ:
         """
         if not incoming.subscription_ids:
             return True
-        matching = [
-            subscription.identifier
-            for subscription in (*self._control_subscriptions, *self._subscriptions.values())
-            if topic_matches(subscription.topic_filter, incoming.topic)
-        ]
-        if not matching:
+        lowest = self._lowest_matching_id.get(incoming.topic, _UNKNOWN)
+        if lowest is _UNKNOWN:
+            matching = [
+                subscription.identifier
+                for subscription in (*self._control_subscriptions, *self._subscriptions.values())
+                if topic_matches(subscription.topic_filter, incoming.topic)
+            ]
+            lowest = min(matching) if matching else None
+            if len(self._lowest_matching_id) >= _MATCH_CACHE_SIZE:
+                self._lowest_matching_id.clear()
+            self._lowest_matching_id[incoming.topic] = lowest
+        if lowest is None:
             return True
-        return min(matching) in incoming.subscription_ids
+        return lowest in incoming.subscription_ids
 
     def _newest_known(self, topic: str) -> Message | None:
         known = self._known.get(topic)

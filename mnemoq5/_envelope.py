@@ -148,6 +148,9 @@ def decode_v5(properties: object) -> Envelope:
     """
     if properties is None:
         return Envelope(None, None, None, ())
+    fast = _decode_common(properties)
+    if fast is not None:
+        return fast
     if not isinstance(properties, Sequence) or isinstance(properties, (str, bytes)):
         raise EnvelopeError(f"user properties must be a sequence of pairs, not {type(properties).__name__}")
 
@@ -171,6 +174,52 @@ def decode_v5(properties: object) -> Envelope:
     if not reserved:
         return Envelope(None, None, None, tuple(application))
     return _decode_reserved(reserved, tuple(application))
+
+
+def _decode_common(properties: object) -> Envelope | None:
+    """Decode the usual list that encode_v5 builds, or return None to take the general path.
+
+    The usual list starts with ``mnemoq5:id``, ``mnemoq5:kind`` and, for kinds that
+    carry one, ``mnemoq5:stamp``, followed by application pairs without the reserved
+    prefix. Anything else, valid or not, is left to decode_v5's general loop, which
+    also produces its error messages.
+    """
+    if type(properties) is not list or len(properties) < 2:
+        return None
+    first, second = properties[0], properties[1]
+    if type(first) is not tuple or type(second) is not tuple or len(first) != 2 or len(second) != 2:
+        return None
+    if first[0] != KEY_ID or second[0] != KEY_KIND:
+        return None
+    sender, kind_text = first[1], second[1]
+    if type(sender) is not str or sender == "":
+        return None
+    kind = _KINDS_BY_VALUE.get(kind_text) if type(kind_text) is str else None
+    if kind is None:
+        return None
+    start = 2
+    stamp = None
+    if kind.carries_stamp:
+        if len(properties) < 3:
+            return None
+        third = properties[2]
+        if type(third) is not tuple or len(third) != 2 or third[0] != KEY_STAMP or type(third[1]) is not str:
+            return None
+        try:
+            stamp = Stamp.from_text(third[1], sender)
+        except EnvelopeError:
+            return None
+        start = 3
+    if len(properties) == start:
+        return Envelope(sender, kind, stamp, ())
+    application = tuple(properties[start:])
+    for pair in application:
+        if type(pair) is not tuple or len(pair) != 2:
+            return None
+        key, value = pair
+        if type(key) is not str or type(value) is not str or key.startswith(RESERVED_PREFIX):
+            return None
+    return Envelope(sender, kind, stamp, application)
 
 
 def _decode_reserved(reserved: dict[str, str], application: UserProperties) -> Envelope:

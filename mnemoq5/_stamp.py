@@ -8,6 +8,7 @@ order. Pure code: the wall clock is passed in by the caller.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,25 +34,41 @@ class Stamp:
     def sort_key(self) -> tuple[int, int, bytes]:
         return (self.millis, self.counter, self.writer.encode("utf-8", "surrogatepass"))
 
+    def _compare(self, other: Stamp) -> int:
+        """Return -1, 0 or 1 as sort_key() would order the two stamps.
+
+        The writer is encoded only when milliseconds and counter are equal, which is
+        rare, so most comparisons cost two integer comparisons.
+        """
+        if self.millis != other.millis:
+            return -1 if self.millis < other.millis else 1
+        if self.counter != other.counter:
+            return -1 if self.counter < other.counter else 1
+        if self.writer == other.writer:
+            return 0
+        mine = self.writer.encode("utf-8", "surrogatepass")
+        theirs = other.writer.encode("utf-8", "surrogatepass")
+        return -1 if mine < theirs else 1
+
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Stamp):
             return NotImplemented
-        return self.sort_key() < other.sort_key()
+        return self._compare(other) < 0
 
     def __le__(self, other: object) -> bool:
         if not isinstance(other, Stamp):
             return NotImplemented
-        return self.sort_key() <= other.sort_key()
+        return self._compare(other) <= 0
 
     def __gt__(self, other: object) -> bool:
         if not isinstance(other, Stamp):
             return NotImplemented
-        return self.sort_key() > other.sort_key()
+        return self._compare(other) > 0
 
     def __ge__(self, other: object) -> bool:
         if not isinstance(other, Stamp):
             return NotImplemented
-        return self.sort_key() >= other.sort_key()
+        return self._compare(other) >= 0
 
     def to_text(self) -> str:
         """Format the clock part as ``<millis>:<counter>``, the user property value."""
@@ -60,12 +77,23 @@ class Stamp:
     @classmethod
     def from_text(cls, text: str, writer: str) -> Stamp:
         """Parse ``<millis>:<counter>`` (decimal, no sign, no leading zeros); raise EnvelopeError."""
+        match = _STAMP_TEXT.fullmatch(text)
+        if match is not None:
+            millis = int(match[1])
+            counter = int(match[2])
+            if millis <= MAX_MILLIS and counter <= MAX_COUNTER:
+                return cls(millis, counter, writer)
+        # The slow path names what is wrong with the text.
         millis_text, separator, counter_text = text.partition(":")
         if not separator:
             raise EnvelopeError(f"stamp {text!r} is not of the form <millis>:<counter>")
         millis = _parse_decimal(millis_text, MAX_MILLIS, "milliseconds", text)
         counter = _parse_decimal(counter_text, MAX_COUNTER, "counter", text)
         return cls(millis, counter, writer)
+
+
+# Two ASCII decimal numbers without leading zeros; the bounds are checked after int().
+_STAMP_TEXT = re.compile(r"(0|[1-9][0-9]*):(0|[1-9][0-9]*)", re.ASCII)
 
 
 def _parse_decimal(text: str, maximum: int, what: str, whole: str) -> int:

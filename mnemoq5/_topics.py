@@ -48,8 +48,26 @@ def _validate_utf8_string(value: object, what: str) -> str:
     return value
 
 
+# Topic names that passed validate_topic_name. Applications publish to the same
+# topics again and again, so most calls end with one dict lookup. The cache is
+# emptied when it reaches _VALID_NAMES_SIZE entries, which bounds its memory.
+_VALID_NAMES: dict[str, None] = {}
+_VALID_NAMES_SIZE = 4096
+
+
 def validate_topic_name(topic: object) -> str:
     """Return ``topic`` as str if it is a valid topic name for PUBLISH, else raise InvalidTopicError."""
+    if type(topic) is str and topic in _VALID_NAMES:
+        return topic
+    name = _validate_topic_name(topic)
+    if type(topic) is str:
+        if len(_VALID_NAMES) >= _VALID_NAMES_SIZE:
+            _VALID_NAMES.clear()
+        _VALID_NAMES[name] = None
+    return name
+
+
+def _validate_topic_name(topic: object) -> str:
     name = _validate_utf8_string(topic, "topic name")
     if "+" in name or "#" in name:
         # [MQTT-3.3.2-2]: the Topic Name in a PUBLISH packet must not contain wildcard characters.
