@@ -27,7 +27,7 @@ from ._control import (
     decode_presence,
     decode_request,
     encode_chunk,
-    encode_entry,
+    encode_entry_fields,
     encode_request,
     split_into_chunks,
 )
@@ -37,7 +37,7 @@ from ._message import Message
 from ._packet import publish_packet_size
 from ._ratelimit import RateLimitedWarning
 from ._store import Entry, Store
-from ._topics import topic_matches
+from ._topics import filter_matcher
 from ._wire import wrap
 
 __all__ = ["CatchUpEngine", "CatchUpHost", "PendingReload"]
@@ -268,8 +268,9 @@ class CatchUpEngine:
         total = reload.received_count.get(peer, 0) + len(chunk.entries)
         if chunk.end_count is not None and chunk.end_count != total:
             raise EnvelopeError(f"reply from {peer!r} announced {chunk.end_count} entries but carried {total}")
+        matches = filter_matcher(reload.topic_filter)
         for entry in chunk.entries:
-            if not topic_matches(reload.topic_filter, entry.topic):
+            if not matches(entry.topic):
                 raise EnvelopeError(f"reply entry {entry.topic!r} is outside the filter {reload.topic_filter!r}")
             if self._topics.contains(entry.topic):
                 raise EnvelopeError(f"reply entry {entry.topic!r} is a control topic")
@@ -303,11 +304,12 @@ class CatchUpEngine:
         task.add_done_callback(self._reply_tasks.discard)
 
     async def _send_reply(self, request: Request, reply_topic: str, correlation: bytes) -> None:
-        if self._reply_jitter > 0:
+        if self._reply_jitter > 0 and not _names_one_peer(request):
             # Spread the replies of many peers so they do not reach the broker at once.
+            # A request that names this peer alone gets one reply, which needs no delay.
             await asyncio.sleep(random.uniform(0, self._reply_jitter))
         limit = self._reply_payload_limit(request, reply_topic, correlation)
-        encoded = (encode_entry(entry) for entry in self._entries_for(request.topic_filter))
+        encoded = self._encoded_entries_for(request.topic_filter)
         sequence = 0
         sent = 0
         try:
@@ -337,20 +339,29 @@ class CatchUpEngine:
     async def _send_chunk(self, reply_topic: str, correlation: bytes, payload: bytes) -> None:
         await self._host.control_send(reply_topic, payload, Kind.REPLY, qos=1, correlation_data=correlation)
 
-    def _entries_for(self, topic_filter: str) -> list[ReplyEntry]:
+    def _encoded_entries_for(self, topic_filter: str) -> list[bytes]:
+        """Encode the stored entries under ``topic_filter`` that are neither control topics nor expired.
+
+        All entries are encoded before the first chunk is sent, so the reply is one
+        consistent view of the store even when values change while it is sent.
+        """
         now = time.time()
-        entries = []
+        contains = self._topics.contains
+        encoded = []
         for entry in self._store.matching(topic_filter):
-            if self._topics.contains(entry.topic):
+            if contains(entry.topic):
                 continue
             expiry = _remaining_lifetime(entry, now)
             if expiry == 0:
                 continue
-            entries.append(
-                ReplyEntry(
+            stamp = entry.stamp
+            encoded.append(
+                encode_entry_fields(
                     entry.topic,
                     entry.payload,
-                    entry.stamp,
+                    stamp.millis,
+                    stamp.counter,
+                    stamp.writer,
                     entry.qos,
                     entry.retain,
                     entry.user_properties,
@@ -358,7 +369,7 @@ class CatchUpEngine:
                     expiry,
                 )
             )
-        return entries
+        return encoded
 
     def _reply_payload_limit(self, request: Request, reply_topic: str, correlation: bytes) -> int:
         """Return the largest chunk payload whose PUBLISH fits both Maximum Packet Sizes."""
@@ -388,6 +399,10 @@ class CatchUpEngine:
             reload.done.set()
 
 
+def _names_one_peer(request: Request) -> bool:
+    return request.peers is not None and len(request.peers) == 1
+
+
 def _remaining_lifetime(entry: Entry, now: float) -> int | None:
     if entry.expires_at is None:
         return None
@@ -395,15 +410,17 @@ def _remaining_lifetime(entry: Entry, now: float) -> int | None:
 
 
 def entry_to_message(entry: ReplyEntry) -> Message:
+    # Positional arguments in the field order of Message: topic, payload, qos, retain,
+    # sender, user_properties, replayed, stamp, deleted, expiry. Keywords cost more.
     return Message(
-        topic=entry.topic,
-        payload=entry.payload,
-        qos=entry.qos,
-        retain=entry.retain,
-        sender=entry.stamp.writer,
-        user_properties=list(entry.user_properties),
-        replayed=True,
-        stamp=entry.stamp,
-        deleted=entry.deleted,
-        expiry=entry.expiry,
+        entry.topic,
+        entry.payload,
+        entry.qos,
+        entry.retain,
+        entry.stamp.writer,
+        list(entry.user_properties),
+        True,
+        entry.stamp,
+        entry.deleted,
+        entry.expiry,
     )

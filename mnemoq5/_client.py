@@ -38,7 +38,13 @@ from ._ratelimit import RateLimitedWarning
 from ._snapshot import Snapshot
 from ._stamp import HybridClock, wall_clock_millis
 from ._store import Entry, MemoryStore, Store, StoreView
-from ._topics import is_shared_filter, topic_matches, validate_topic_filter, validate_topic_name
+from ._topics import (
+    filter_matcher,
+    is_shared_filter,
+    topic_matches,
+    validate_topic_filter,
+    validate_topic_name,
+)
 from ._wire import Outgoing, unwrap, wrap
 
 __all__ = ["MnemoQ", "ConnectionState", "Stats"]
@@ -708,17 +714,19 @@ class MnemoQ:
         if envelope.kind not in (None, Kind.DATA, Kind.DELETE):
             self.drop_malformed(incoming.topic, EnvelopeError(f"kind {envelope.kind.value!r} on a data topic"))
             return
+        # Positional arguments in the field order of Message: topic, payload, qos,
+        # retain, sender, user_properties, replayed, stamp, deleted, expiry.
         message = Message(
-            topic=incoming.topic,
-            payload=incoming.payload,
-            qos=incoming.qos,
-            retain=incoming.retain,
-            sender=envelope.sender,
-            user_properties=list(envelope.user_properties),
-            replayed=False,
-            stamp=envelope.stamp,
-            deleted=envelope.kind is Kind.DELETE,
-            expiry=incoming.message_expiry,
+            incoming.topic,
+            incoming.payload,
+            incoming.qos,
+            incoming.retain,
+            envelope.sender,
+            list(envelope.user_properties),
+            False,
+            envelope.stamp,
+            envelope.kind is Kind.DELETE,
+            incoming.message_expiry,
         )
         if message.deleted and message.payload:
             self.drop_malformed(incoming.topic, EnvelopeError("a deletion must have an empty payload"))
@@ -894,14 +902,22 @@ class MnemoQ:
         return Snapshot(topic_filter, self._snapshot_messages(topic_filter), frozenset(pending.answered), missing)
 
     def _snapshot_messages(self, topic_filter: str) -> dict[str, Message]:
-        topics = {topic for topic in self._known if topic_matches(topic_filter, topic)}
+        matches = filter_matcher(topic_filter)
+        topics = {topic for topic in self._known if matches(topic)}
         topics.update(entry.topic for entry in self._store.matching(topic_filter))
         messages = {}
         now = time.time()
         for topic in sorted(topics):
-            newest = self._newest_known(topic)
-            if newest is None or newest.deleted or self._has_expired(newest, now):
-                continue
+            if self._store.get(topic) is None:
+                # Only a received version exists: _newest_known returns it, and it can
+                # have expired only when it carries a lifetime.
+                newest = self._known.get(topic)
+                if newest is None or newest.deleted or (newest.expiry is not None and self._has_expired(newest, now)):
+                    continue
+            else:
+                newest = self._newest_known(topic)
+                if newest is None or newest.deleted or self._has_expired(newest, now):
+                    continue
             messages[topic] = newest
         return messages
 

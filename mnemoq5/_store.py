@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ._envelope import UserProperties
 from ._stamp import Stamp
-from ._topics import topic_matches
+from ._topics import filter_matcher
 
 __all__ = ["Entry", "Store", "MemoryStore", "StoreView"]
 
@@ -72,8 +72,9 @@ class Store(abc.ABC):
 
     def matching(self, topic_filter: str) -> Iterator[Entry]:
         """Iterate over the entries whose topic matches ``topic_filter``."""
+        matches = filter_matcher(topic_filter)
         for topic in list(self.topics()):
-            if topic_matches(topic_filter, topic):
+            if matches(topic):
                 entry = self.get(topic)
                 if entry is not None:
                     yield entry

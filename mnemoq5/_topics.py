@@ -7,6 +7,8 @@ distinct topics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ._errors import InvalidTopicError
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "validate_topic_name",
     "validate_topic_filter",
     "topic_matches",
+    "filter_matcher",
     "is_shared_filter",
 ]
 
@@ -48,23 +51,20 @@ def _validate_utf8_string(value: object, what: str) -> str:
     return value
 
 
-# Topic names that passed validate_topic_name. Applications publish to the same
-# topics again and again, so most calls end with one dict lookup. The cache is
-# emptied when it reaches _VALID_NAMES_SIZE entries, which bounds its memory.
-_VALID_NAMES: dict[str, None] = {}
-_VALID_NAMES_SIZE = 4096
-
-
 def validate_topic_name(topic: object) -> str:
     """Return ``topic`` as str if it is a valid topic name for PUBLISH, else raise InvalidTopicError."""
-    if type(topic) is str and topic in _VALID_NAMES:
+    # Fast path: an ASCII str has no surrogates and as many UTF-8 bytes as characters,
+    # so the rules below reduce to these checks. Everything else takes the full path.
+    if (
+        type(topic) is str
+        and topic.isascii()
+        and 0 < len(topic) <= MAX_TOPIC_BYTES
+        and "\x00" not in topic
+        and "+" not in topic
+        and "#" not in topic
+    ):
         return topic
-    name = _validate_topic_name(topic)
-    if type(topic) is str:
-        if len(_VALID_NAMES) >= _VALID_NAMES_SIZE:
-            _VALID_NAMES.clear()
-        _VALID_NAMES[name] = None
-    return name
+    return _validate_topic_name(topic)
 
 
 def _validate_topic_name(topic: object) -> str:
@@ -122,6 +122,16 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     """
     if topic.startswith("$") and topic_filter[:1] in ("#", "+"):
         return False
+    if "+" not in topic_filter:
+        # Without '+' a filter is a plain name, "#", or a plain prefix followed by "/#".
+        if not topic_filter.endswith("#"):
+            return topic_filter == topic
+        if topic_filter == "#":
+            return True
+        base_length = len(topic_filter) - 2
+        return topic.startswith(topic_filter[:base_length]) and (
+            len(topic) == base_length or topic[base_length] == "/"
+        )
     filter_levels = topic_filter.split("/")
     topic_levels = topic.split("/")
     for index, level in enumerate(filter_levels):
@@ -132,3 +142,24 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         if level != "+" and level != topic_levels[index]:
             return False
     return len(filter_levels) == len(topic_levels)
+
+
+def filter_matcher(topic_filter: str) -> Callable[[str], bool]:
+    """Return a function of a topic name that equals ``topic_matches(topic_filter, topic)``.
+
+    For the common filters without '+' (a plain name, ``#`` or ``prefix/#``) the
+    returned function avoids splitting both strings on every call.
+    """
+    if "+" in topic_filter:
+        return lambda topic: topic_matches(topic_filter, topic)
+    if topic_filter == "#":
+        return lambda topic: not topic.startswith("$")
+    if not topic_filter.endswith("#"):
+        return topic_filter.__eq__
+    base = topic_filter[:-2]
+    base_length = len(base)
+
+    def matches_prefix(topic: str) -> bool:
+        return topic.startswith(base) and (len(topic) == base_length or topic[base_length] == "/")
+
+    return matches_prefix
