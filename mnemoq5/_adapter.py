@@ -46,6 +46,8 @@ _SUBSCRIPTION_ID = 0x0B
 _USER_PROPERTY = 0x26
 # The largest Remaining Length a Variable Byte Integer can carry (MQTT v5 1.5.5).
 _MAX_REMAINING_LENGTH = 268_435_455
+# The most encoded user property pairs one connection keeps.
+_MAX_ENCODED_PAIRS = 64
 
 _pack_u16 = struct.Struct("!H").pack
 _pack_id_u16 = struct.Struct("!BH").pack
@@ -190,8 +192,13 @@ class Connection:
         password: str | None = None,
         session_expiry: int = 0,
         maximum_packet_size: int | None = None,
+        constant_property_keys: frozenset[str] = frozenset(),
     ) -> None:
         self._on_message = on_message
+        # Encoded user property pairs whose key is in constant_property_keys: the
+        # caller promises few distinct values under those keys, such as a sender id.
+        self._constant_property_keys = constant_property_keys
+        self._encoded_pairs: dict[tuple[str, str], bytes] = {}
         self._on_lost = on_lost
         self._protocol_version = protocol_version
         self._window = _InflightWindow()
@@ -439,13 +446,44 @@ class Connection:
         # of a small publish. The bytes on the wire are the same.
         properties = b""
         if self._protocol_version >= MQTT_V5:
-            properties = _encode_publish_properties(user_properties, response_topic, correlation_data, message_expiry)
+            properties = self._encode_properties(user_properties, response_topic, correlation_data, message_expiry)
         mid = self._client._package_handler.id_generator.next_id() if qos > 0 else None
         packet = _encode_publish(topic, payload, qos, retain, mid, properties)
         self._client._connection._protocol.write_data(packet)
         if mid is not None:
             # gmqtt's in-flight store releases the window slot on PUBACK (_InflightStorage).
             self._client._persistent_storage.push_message(mid, packet)
+
+    def _encode_properties(
+        self,
+        user_properties: Sequence[tuple[str, str]],
+        response_topic: str | None,
+        correlation_data: bytes | None,
+        message_expiry: int | None,
+    ) -> bytes:
+        """Encode the PUBLISH properties with their length prefix (MQTT v5 3.3.2.3)."""
+        parts = []
+        for key, value in user_properties:
+            if key not in self._constant_property_keys:
+                parts.append(_encode_user_property(key, value))
+                continue
+            encoded = self._encoded_pairs.get((key, value))
+            if encoded is None:
+                encoded = _encode_user_property(key, value)
+                if len(self._encoded_pairs) < _MAX_ENCODED_PAIRS:
+                    self._encoded_pairs[(key, value)] = encoded
+            parts.append(encoded)
+        if response_topic is not None:
+            topic_bytes = response_topic.encode("utf-8")
+            parts.append(_pack_id_u16(_RESPONSE_TOPIC, len(topic_bytes)))
+            parts.append(topic_bytes)
+        if correlation_data is not None:
+            parts.append(_pack_id_u16(_CORRELATION_DATA, len(correlation_data)))
+            parts.append(correlation_data)
+        if message_expiry is not None:
+            parts.append(_pack_id_u32(_MESSAGE_EXPIRY, message_expiry))
+        body = b"".join(parts)
+        return _variable_byte_integer(len(body)) + body
 
     def write_buffer_size(self) -> int:
         """Return the bytes queued in the transport, for back-pressure on large replies."""
@@ -496,32 +534,10 @@ def raise_not_connected(what: str) -> NotConnectedError:
     return NotConnectedError(f"cannot {what}: the client is not connected")
 
 
-def _encode_publish_properties(
-    user_properties: Sequence[tuple[str, str]],
-    response_topic: str | None,
-    correlation_data: bytes | None,
-    message_expiry: int | None,
-) -> bytes:
-    """Encode the PUBLISH properties with their length prefix (MQTT v5 3.3.2.3)."""
-    parts = []
-    for key, value in user_properties:
-        key_bytes = key.encode("utf-8")
-        value_bytes = value.encode("utf-8")
-        parts.append(_pack_id_u16(_USER_PROPERTY, len(key_bytes)))
-        parts.append(key_bytes)
-        parts.append(_pack_u16(len(value_bytes)))
-        parts.append(value_bytes)
-    if response_topic is not None:
-        topic_bytes = response_topic.encode("utf-8")
-        parts.append(_pack_id_u16(_RESPONSE_TOPIC, len(topic_bytes)))
-        parts.append(topic_bytes)
-    if correlation_data is not None:
-        parts.append(_pack_id_u16(_CORRELATION_DATA, len(correlation_data)))
-        parts.append(correlation_data)
-    if message_expiry is not None:
-        parts.append(_pack_id_u32(_MESSAGE_EXPIRY, message_expiry))
-    body = b"".join(parts)
-    return _variable_byte_integer(len(body)) + body
+def _encode_user_property(key: str, value: str) -> bytes:
+    key_bytes = key.encode("utf-8")
+    value_bytes = value.encode("utf-8")
+    return b"".join((_pack_id_u16(_USER_PROPERTY, len(key_bytes)), key_bytes, _pack_u16(len(value_bytes)), value_bytes))
 
 
 def _encode_publish(

@@ -20,7 +20,7 @@ from . import _adapter
 from ._adapter import BrokerLimits, Connection, ConnectionLost, Incoming, Will
 from ._catchup import CatchUpEngine, PendingReload, entry_to_message
 from ._control import ControlTopics, ReplyEntry, encode_presence
-from ._envelope import Envelope, Kind, encode_v5, validate_user_properties
+from ._envelope import KEY_ID, KEY_KIND, Envelope, Kind, encode_v5, validate_user_properties
 from ._errors import (
     ConnectError,
     EnvelopeError,
@@ -346,6 +346,7 @@ class MnemoQ:
             password=self._password,
             session_expiry=self._session_expiry,
             maximum_packet_size=self._maximum_packet_size,
+            constant_property_keys=frozenset((KEY_ID, KEY_KIND)),
         )
         self._limits = await connection.open(
             self._host, self._port, tls=self._tls, keepalive=self._keepalive, timeout=self._connect_timeout
