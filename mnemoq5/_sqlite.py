@@ -146,10 +146,14 @@ class SqliteStore(Store):
         self._path = Path(text)
         self._synchronous = synchronous
         self._mutex = threading.Lock()
+        lock_existed = _lock_path(self._path).exists()
         self._lock_file = _acquire_lock_file(self._path)
         try:
             self._connection = self._open_database(integrity_check)
         except BaseException:
+            if not lock_existed:
+                # The store never opened, so the lock file this call created goes too.
+                _lock_path(self._path).unlink(missing_ok=True)
             _release_lock_file(self._lock_file)
             raise
         self._closed = False
