@@ -442,8 +442,8 @@ class Connection:
             await self._window.acquire()
         self._require_open()
         # The packet is built here instead of by gmqtt's PublishPacket, which encodes
-        # each property through a generic lookup and costs about a tenth of the time
-        # of a small publish. The bytes on the wire are the same.
+        # each property through a generic lookup: about a tenth of the time of a
+        # 100-byte publish in bench.profile_publish. The bytes on the wire are the same.
         properties = b""
         if self._protocol_version >= MQTT_V5:
             properties = self._encode_properties(user_properties, response_topic, correlation_data, message_expiry)
