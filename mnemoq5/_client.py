@@ -131,7 +131,8 @@ class MnemoQ:
       default None (no limit beyond the protocol's). Catch-up replies respect it.
     - ``reply_jitter``: the upper bound in seconds of the random delay before this
       client answers a catch-up request, default 0.05, so many peers do not answer at
-      the same instant.
+      the same instant. A request that names this client as its only peer is answered
+      at once.
     - ``remember``: ``"published"`` (the default) keeps what this client publishes;
       ``"received"`` also keeps the newest value of everything it receives under its
       subscriptions and answers catch-up for it, so values outlive their publisher.
