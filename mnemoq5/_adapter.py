@@ -56,6 +56,41 @@ _unpack_u16 = struct.Struct("!H").unpack_from
 _unpack_u32 = struct.Struct("!I").unpack_from
 
 
+_USE_COMPAT = "use compat mode (compat=True, or --compat on the command line)"
+
+# DISCONNECT reason codes a broker sends, MQTT v5 section 3.14.2.1.
+_DISCONNECT_REASONS = {
+    0x00: "normal disconnection",
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x82: "protocol error",
+    0x83: "implementation specific error",
+    0x87: "not authorized",
+    0x89: "server busy",
+    0x8B: "server shutting down",
+    0x8D: "keep alive timeout",
+    0x8E: "session taken over: another client connected with the same client id",
+    0x8F: "topic filter invalid",
+    0x90: "topic name invalid",
+    0x93: "receive maximum exceeded",
+    0x94: "topic alias invalid",
+    0x95: "packet too large",
+    0x96: "message rate too high",
+    0x97: "quota exceeded",
+    0x98: "administrative action",
+    0x99: "payload format invalid",
+    0x9A: "retain not supported",
+    0x9B: "QoS not supported",
+    0x9C: "use another server",
+    0x9D: "server moved",
+    0x9E: "shared subscriptions not supported",
+    0x9F: "connection rate exceeded",
+    0xA0: "maximum connect time",
+    0xA1: "subscription identifiers not supported",
+    0xA2: "wildcard subscriptions not supported",
+}
+
+
 class ConnectionLost(Exception):
     """Internal: the connection closed while an operation waited on it."""
 
@@ -235,7 +270,8 @@ class Connection:
         handler._handler_cache[_PUBLISH] = self._handle_publish_packet
         self._client.on_subscribe = self._handle_suback
         self._client.on_unsubscribe = self._handle_unsuback
-        self._client.on_disconnect = lambda *args: self._handle_lost()
+        self._client.on_disconnect = self._handle_disconnect
+        self._disconnect_reason: int | None = None
 
     @property
     def is_open(self) -> bool:
@@ -272,13 +308,13 @@ class Connection:
                 raise ConnectError(
                     host,
                     port,
-                    f"no CONNACK within {timeout:g} s; if the broker only speaks MQTT 3.1.1, use compat=True",
+                    f"no CONNACK within {timeout:g} s; if the broker only speaks MQTT 3.1.1, {_USE_COMPAT}",
                 )
             self._raise_if_downgraded(host, port)
             raise ConnectError(
                 host,
                 port,
-                "the broker closed the connection before CONNACK; if it only speaks MQTT 3.1.1, use compat=True",
+                f"the broker closed the connection before CONNACK; if it only speaks MQTT 3.1.1, {_USE_COMPAT}",
             )
         self.limits = self._read_limits()
         self._window.capacity = max(1, self.limits.receive_maximum - 2)
@@ -321,6 +357,21 @@ class Connection:
             maximum_qos=first("max_qos", 2),
             protocol_version=self._protocol_version,
         )
+
+    def _handle_disconnect(self, client: object, packet: object = None, *rest: object) -> None:
+        # A DISCONNECT from an MQTT v5 broker starts with its reason code; the one gmqtt
+        # makes up when the socket closes is empty.
+        if self._disconnect_reason is None and isinstance(packet, (bytes, bytearray)) and packet:
+            self._disconnect_reason = packet[0]
+        self._handle_lost()
+
+    def disconnect_reason_text(self) -> str:
+        """Describe the reason code of the broker's DISCONNECT, or return "" when there was none."""
+        code = self._disconnect_reason
+        if code is None or self._protocol_version < MQTT_V5:
+            return ""
+        name = _DISCONNECT_REASONS.get(code, "unknown reason")
+        return f"the broker sent DISCONNECT with reason code 0x{code:02X} ({name})"
 
     def _handle_lost(self) -> None:
         if self._lost.is_set():
@@ -526,7 +577,7 @@ def _gmqtt_will(will: Will | None, protocol_version: int) -> gmqtt.Message | Non
 
 def _unsupported_version_text(protocol_version: int) -> str:
     if protocol_version >= MQTT_V5:
-        return "the broker does not support MQTT v5; connect with compat=True to use MQTT 3.1.1"
+        return f"the broker does not support MQTT v5; for MQTT 3.1.1, {_USE_COMPAT}"
     return "the broker does not support MQTT 3.1.1"
 
 

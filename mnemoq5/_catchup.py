@@ -44,12 +44,18 @@ __all__ = ["CatchUpEngine", "CatchUpHost", "PendingReload"]
 
 logger = logging.getLogger(__name__)
 
-# Reply chunks stay below this size even when neither side limits packets: gmqtt
-# rebuilds its read buffer on every 64 KiB read, so very large packets read slowly.
+# Reply chunks group entries up to this size even when neither side limits packets:
+# gmqtt rebuilds its read buffer on every 64 KiB read, so very large packets read
+# slowly. A single larger entry still goes in a chunk of its own.
 DEFAULT_MAX_CHUNK = 256 * 1024
-# A requester may send this many requests at once, then this many per second.
+# The largest whole packet MQTT can carry: a 1-byte header and a Remaining Length of at
+# most 268,435,455 in 4 bytes (MQTT v5 section 2.1.4).
+MAX_MQTT_PACKET = 1 + 4 + 268_435_455
+# A requester may send this many requests at once, then this many per second. Requests
+# beyond that wait for their turn, up to MAX_DEFERRAL seconds; later ones are dropped.
 REQUEST_BURST = 20
 REQUEST_RATE = 10.0
+MAX_DEFERRAL = 30.0
 
 
 class CatchUpHost(Protocol):
@@ -111,18 +117,22 @@ class PendingReload:
 
 
 class _TokenBucket:
+    """A token bucket that may go into debt, so a burst is spread out instead of dropped."""
+
     def __init__(self) -> None:
         self.tokens = float(REQUEST_BURST)
         self.updated = time.monotonic()
 
-    def take(self) -> bool:
+    def reserve(self) -> float | None:
+        """Take a token; return the seconds to wait before using it, or None when the wait is too long."""
         now = time.monotonic()
         self.tokens = min(float(REQUEST_BURST), self.tokens + (now - self.updated) * REQUEST_RATE)
         self.updated = now
-        if self.tokens < 1:
-            return False
+        wait = (1 - self.tokens) / REQUEST_RATE if self.tokens < 1 else 0.0
+        if wait > MAX_DEFERRAL:
+            return None
         self.tokens -= 1
-        return True
+        return wait
 
 
 class CatchUpEngine:
@@ -228,6 +238,12 @@ class CatchUpEngine:
         logger.debug("reload %r sent to %d peers", topic_filter, len(expected))
         return reload
 
+    def connection_lost(self) -> None:
+        """End every pending reload: replies cannot arrive on a connection that is gone."""
+        for reload in self._pending.values():
+            reload.failed.update(reload.expected - reload.answered)
+            reload.check_done()
+
     def finish_reload(self, reload: PendingReload) -> None:
         if self._pending.pop(reload.correlation, None) is not None:
             self._finished.append(reload.correlation)
@@ -267,7 +283,10 @@ class CatchUpEngine:
             raise EnvelopeError(f"reply chunk {chunk.sequence} from {peer!r}, expected {expected_sequence}")
         total = reload.received_count.get(peer, 0) + len(chunk.entries)
         if chunk.end_count is not None and chunk.end_count != total:
-            raise EnvelopeError(f"reply from {peer!r} announced {chunk.end_count} entries but carried {total}")
+            raise EnvelopeError(
+                f"reply from {peer!r} announced {chunk.end_count} entries but carried {total}; "
+                "a responder counts the entries too large to send, so its reply is incomplete"
+            )
         matches = filter_matcher(reload.topic_filter)
         for entry in chunk.entries:
             if not matches(entry.topic):
@@ -290,20 +309,27 @@ class CatchUpEngine:
         if request.peers is not None and self._host.client_id not in request.peers:
             return
         bucket = self._buckets.setdefault(requester, _TokenBucket())
-        if not bucket.take():
+        wait = bucket.reserve()
+        if wait is None:
             self.requests_rate_limited += 1
             self._rate_log.warning(
-                "ignored a catch-up request from %s: more than %s per second", requester, REQUEST_RATE
+                "ignored a catch-up request from %s: its requests would wait more than %s s at %s per second",
+                requester,
+                MAX_DEFERRAL,
+                REQUEST_RATE,
             )
             return
         task = asyncio.create_task(
-            self._send_reply(request, incoming.response_topic, incoming.correlation_data),
+            self._send_reply(request, incoming.response_topic, incoming.correlation_data, wait),
             name=f"mnemoq5-reply-{requester}",
         )
         self._reply_tasks.add(task)
         task.add_done_callback(self._reply_tasks.discard)
 
-    async def _send_reply(self, request: Request, reply_topic: str, correlation: bytes) -> None:
+    async def _send_reply(self, request: Request, reply_topic: str, correlation: bytes, wait: float) -> None:
+        if wait > 0:
+            # The requester sent more than REQUEST_BURST requests: answer at REQUEST_RATE.
+            await asyncio.sleep(wait)
         if self._reply_jitter > 0 and not _names_one_peer(request):
             # Spread the replies of many peers so they do not reach the broker at once.
             # A request that names this peer alone gets one reply, which needs no delay.
@@ -312,29 +338,28 @@ class CatchUpEngine:
         encoded = self._encoded_entries_for(request.topic_filter)
         sequence = 0
         sent = 0
+        skipped = 0
         try:
-            for group in split_into_chunks(encoded, limit):
-                group = self._drop_oversized(group, limit)
-                if not group:
+            for group in split_into_chunks(encoded, min(limit, DEFAULT_MAX_CHUNK)):
+                if len(group) == 1 and len(group[0]) + CHUNK_OVERHEAD > limit:
+                    skipped += 1
+                    logger.warning(
+                        "an entry of %d bytes does not fit a reply packet of at most %d bytes and was not sent; "
+                        "the reply to %s counts it, so the requester sees this peer as missing",
+                        len(group[0]),
+                        limit,
+                        reply_topic,
+                    )
                     continue
                 await self._send_chunk(reply_topic, correlation, encode_chunk(sequence, group, None))
                 sequence += 1
                 sent += len(group)
-            await self._send_chunk(reply_topic, correlation, encode_chunk(sequence, [], sent))
+            # A skipped entry is counted, so the count does not match and the reply is incomplete.
+            await self._send_chunk(reply_topic, correlation, encode_chunk(sequence, [], sent + skipped))
         except ConnectionLost:
             logger.info("connection lost while replying to %s; the requester will see this peer missing", reply_topic)
             return
         logger.debug("replied with %d entries in %d chunks to %s", sent, sequence + 1, reply_topic)
-
-    def _drop_oversized(self, group: list[bytes], limit: int) -> list[bytes]:
-        if len(group) == 1 and len(group[0]) + CHUNK_OVERHEAD > limit:
-            logger.warning(
-                "an entry of %d bytes does not fit a reply packet of at most %d bytes and was not sent",
-                len(group[0]),
-                limit,
-            )
-            return []
-        return group
 
     async def _send_chunk(self, reply_topic: str, correlation: bytes, payload: bytes) -> None:
         await self._host.control_send(reply_topic, payload, Kind.REPLY, qos=1, correlation_data=correlation)
@@ -372,9 +397,9 @@ class CatchUpEngine:
         return encoded
 
     def _reply_payload_limit(self, request: Request, reply_topic: str, correlation: bytes) -> int:
-        """Return the largest chunk payload whose PUBLISH fits both Maximum Packet Sizes."""
-        limits = [DEFAULT_MAX_CHUNK]
-        for maximum in (self._host.broker_maximum_packet_size(), request.maximum_packet_size):
+        """Return the largest chunk payload whose PUBLISH fits both Maximum Packet Sizes and MQTT's own limit."""
+        limits = []
+        for maximum in (self._host.broker_maximum_packet_size(), request.maximum_packet_size, MAX_MQTT_PACKET):
             if maximum is not None:
                 overhead = publish_packet_size(
                     reply_topic,

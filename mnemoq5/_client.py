@@ -51,6 +51,14 @@ __all__ = ["MnemoQ", "ConnectionState", "Stats"]
 
 logger = logging.getLogger(__name__)
 
+# The largest whole MQTT packet: a 1-byte header and a Remaining Length of at most
+# 268,435,455 in 4 bytes (MQTT v5 section 2.1.4).
+_MAX_MQTT_PACKET = 1 + 4 + 268_435_455
+# Payloads below this size cannot reach the protocol limit, so only a broker's
+# Maximum Packet Size needs the size computed.
+_SMALL_PAYLOAD = 65_536
+# How often a background catch-up asks the peers that did not answer completely.
+_BACKGROUND_RELOAD_ATTEMPTS = 3
 # Subscription Identifier is a Variable Byte Integer from 1 to 268,435,455 (MQTT v5 3.8.2.1.2).
 _MAX_SUBSCRIPTION_ID = 268_435_455
 
@@ -141,6 +149,10 @@ class MnemoQ:
     - ``compat``: speak MQTT 3.1.1 and carry the envelope in a payload prefix, for
       brokers without MQTT v5; default False. Without it, a broker that rejects MQTT
       v5 makes :meth:`connect` raise ProtocolVersionError.
+    - ``max_clock_skew``: seconds a received stamp may lie ahead of this machine's
+      clock, default 300. A value stamped further ahead is dropped as malformed, so
+      one peer with a wrong clock (or a forged stamp) cannot pin a topic or push this
+      client's own clock to the end of its range. None turns the check off.
     """
 
     def __init__(
@@ -164,26 +176,35 @@ class MnemoQ:
         compat: bool = False,
         remember: str = "published",
         tombstone_retention: float = 86_400.0,
+        max_clock_skew: float | None = 300.0,
     ) -> None:
+        _check_control_prefix(control_prefix)
         if client_id is None:
             client_id = generate_client_id()
-        _check_client_id(client_id)
+        _check_client_id(client_id, control_prefix)
+        if store is not None and not isinstance(store, Store):
+            raise InvalidArgumentError(
+                f"store {store!r} must be a mnemoq5.Store such as MemoryStore() or SqliteStore(path), "
+                f"not {type(store).__name__}"
+            )
+        if not isinstance(compat, bool):
+            raise InvalidArgumentError(f"compat {compat!r} must be True or False")
+        _check_seconds(connect_timeout, "connect_timeout")
+        _check_seconds(reply_jitter, "reply_jitter", allow_zero=True)
+        if max_clock_skew is not None:
+            _check_seconds(max_clock_skew, "max_clock_skew")
         if not 0 < reconnect_min_delay <= reconnect_max_delay:
             raise InvalidArgumentError(
                 f"reconnect delays {reconnect_min_delay!r}..{reconnect_max_delay!r} are invalid: "
                 "need 0 < reconnect_min_delay <= reconnect_max_delay"
             )
-        if not 0 <= keepalive <= 65_535:
+        if not isinstance(keepalive, int) or not 0 <= keepalive <= 65_535:
             raise InvalidArgumentError(f"keepalive {keepalive!r} must be 0..65535 seconds")
         if not 0 <= session_expiry <= 0xFFFFFFFF:
             raise InvalidArgumentError(f"session_expiry {session_expiry!r} must be 0..4294967295 seconds")
-        _check_control_prefix(control_prefix)
         if remember not in ("published", "received"):
             raise InvalidArgumentError(f"remember {remember!r} is invalid: use 'published' or 'received'")
-        if not tombstone_retention > 0:
-            raise InvalidArgumentError(
-                f"tombstone_retention {tombstone_retention!r} must be a positive number of seconds"
-            )
+        _check_seconds(tombstone_retention, "tombstone_retention")
         if maximum_packet_size is not None and not 1024 <= maximum_packet_size <= 268_435_460:
             raise InvalidArgumentError(
                 f"maximum_packet_size {maximum_packet_size!r} must be 1024..268435460 bytes or None"
@@ -201,7 +222,8 @@ class MnemoQ:
         self._session_expiry = session_expiry
         self._connect_timeout = connect_timeout
         self._maximum_packet_size = maximum_packet_size
-        self._compat = bool(compat)
+        self._compat = compat
+        self._max_clock_skew_ms = None if max_clock_skew is None else max_clock_skew * 1000
         self._remember_received = remember == "received"
         self._tombstone_retention = tombstone_retention
         self._compat_peers: set[str] = set()
@@ -218,6 +240,7 @@ class MnemoQ:
         self._connection: Connection | None = None
         self._limits: BrokerLimits | None = None
         self._lost = asyncio.Event()
+        self._connected_at = time.monotonic()
         self._supervisor: asyncio.Task[None] | None = None
         self._subscriptions: dict[str, _Subscription] = {}
         self._next_subscription_id = 1
@@ -334,7 +357,7 @@ class MnemoQ:
         connection = Connection(
             self._client_id,
             on_message=self._dispatch,
-            on_lost=self._lost.set,
+            on_lost=self._connection_lost,
             protocol_version=_adapter.MQTT_V311 if self._compat else _adapter.MQTT_V5,
             will=Will(
                 self._topics.presence(self._client_id),
@@ -353,6 +376,7 @@ class MnemoQ:
             self._host, self._port, tls=self._tls, keepalive=self._keepalive, timeout=self._connect_timeout
         )
         self._connection = connection
+        self._connected_at = time.monotonic()
         logger.info(
             "client %s connected to %s:%s (maximum packet size %s, receive maximum %s)",
             self._client_id,
@@ -419,23 +443,43 @@ class MnemoQ:
         properties = [] if self._compat else encode_v5(self._client_id, Kind.PRESENCE, None)
         await connection.publish(topic, b"", qos=qos, retain=True, user_properties=properties)
 
+    def _connection_lost(self) -> None:
+        self._lost.set()
+        self._catch_up.connection_lost()
+
     async def _supervise(self) -> None:
+        # Connections that drop soon after they open (another client with the same id
+        # taking the session over, a broker that disconnects at once) keep the backoff
+        # growing instead of starting from the minimum delay each time.
+        short_lived = 0
         while True:
             await self._lost.wait()
+            reason = ""
             if self._connection is not None:
+                reason = self._connection.disconnect_reason_text()
                 await self._connection.close(send_disconnect=False)
                 self._connection = None
             self._state = ConnectionState.RECONNECTING
-            logger.info("client %s lost its connection to %s:%s", self._client_id, self._host, self._port)
-            await self._reconnect()
+            lived = time.monotonic() - self._connected_at
+            short_lived = short_lived + 1 if lived < 10 else 0
+            logger.log(
+                logging.WARNING if reason else logging.INFO,
+                "client %s lost its connection to %s:%s after %.1f s%s",
+                self._client_id,
+                self._host,
+                self._port,
+                lived,
+                f": {reason}" if reason else "",
+            )
+            await self._reconnect(first_attempt=short_lived)
             self._state = ConnectionState.CONNECTED
             self._stats.reconnects += 1
             for subscription in self._subscriptions.values():
                 if subscription.catch_up:
                     self._spawn(self._background_reload(subscription.topic_filter, None))
 
-    async def _reconnect(self) -> None:
-        attempt = 0
+    async def _reconnect(self, first_attempt: int = 0) -> None:
+        attempt = min(first_attempt, 30)
         while True:
             ceiling = min(self._reconnect_max_delay, self._reconnect_min_delay * 2**attempt)
             delay = random.uniform(self._reconnect_min_delay / 2, ceiling)
@@ -472,6 +516,7 @@ class MnemoQ:
         """
         topic_filter = validate_topic_filter(topic_filter)
         _check_qos(qos)
+        _check_seconds(timeout, "timeout")
         self._reject_control_topic(topic_filter)
         if is_shared_filter(topic_filter):
             raise InvalidArgumentError(
@@ -646,7 +691,7 @@ class MnemoQ:
 
     def _check_packet_size(self, topic: str, qos: int, outgoing: Outgoing) -> None:
         maximum = self._limits.maximum_packet_size if self._limits else None
-        if maximum is None:
+        if maximum is None and len(outgoing.payload) < _SMALL_PAYLOAD:
             return
         size = publish_packet_size(
             topic,
@@ -656,7 +701,12 @@ class MnemoQ:
             message_expiry=outgoing.message_expiry,
             protocol_v5=not self._compat,
         )
-        if size > maximum:
+        if size > _MAX_MQTT_PACKET:
+            raise PacketTooLargeError(
+                f"a PUBLISH to {topic!r} would be {size} bytes, more than the {_MAX_MQTT_PACKET} bytes "
+                "an MQTT packet can carry (MQTT v5 section 2.1.4); the stored value was kept"
+            )
+        if maximum is not None and size > maximum:
             # [MQTT-3.2.2-15]: the client must not send a packet larger than the
             # Maximum Packet Size the server gave in CONNACK.
             raise PacketTooLargeError(
@@ -672,6 +722,10 @@ class MnemoQ:
             if entry is None:
                 continue
             if entry.expires_at is not None and entry.expires_at <= time.time():
+                continue
+            if entry.stamp.writer != self._client_id:
+                # A standby received a newer value from another writer meanwhile; that
+                # writer publishes it, and catch-up serves it with its own stamp.
                 continue
             outgoing = self._wrap_entry(entry)
             try:
@@ -833,6 +887,15 @@ class MnemoQ:
     def _accept(self, message: Message) -> bool:
         """Record ``message`` as the newest version of its topic unless a version as new is known."""
         assert message.stamp is not None
+        if self._max_clock_skew_ms is not None and message.stamp.millis > wall_clock_millis() + self._max_clock_skew_ms:
+            self.drop_malformed(
+                message.topic,
+                EnvelopeError(
+                    f"stamp {message.stamp.to_text()} from {message.stamp.writer!r} is more than "
+                    f"{self._max_clock_skew_ms / 1000:g} s ahead of this machine's clock (max_clock_skew)"
+                ),
+            )
+            return False
         self._clock.observe(message.stamp)
         newest = self._newest_known(message.topic)
         if newest is not None and newest.stamp is not None and not message.stamp > newest.stamp:
@@ -878,8 +941,7 @@ class MnemoQ:
         self._reject_control_topic(topic_filter)
         if is_shared_filter(topic_filter):
             raise InvalidArgumentError(f"reload filter {topic_filter!r} must not be a shared subscription")
-        if timeout <= 0:
-            raise InvalidArgumentError(f"timeout {timeout!r} must be a positive number of seconds")
+        _check_seconds(timeout, "timeout")
         if self._require_connection("reload") is None:
             raise NotConnectedError("cannot reload: the client is reconnecting to the broker")
         return await self._reload(topic_filter, timeout=timeout, deliver=True)
@@ -965,17 +1027,26 @@ class MnemoQ:
                 del self._known[topic]
 
     async def _background_reload(self, topic_filter: str, peers: list[str] | None) -> None:
-        try:
-            snapshot = await self._reload(topic_filter, timeout=self._connect_timeout, deliver=True, peers=peers)
-        except NotConnectedError:
-            return
-        logger.info(
-            "catch-up of %r: %d topics, %d peers answered, missing %s",
-            topic_filter,
-            len(snapshot),
-            len(snapshot.answered),
-            sorted(snapshot.missing),
-        )
+        """Reload a catch-up filter after a reconnect or a peer joining; ask missing peers again."""
+        for attempt in range(_BACKGROUND_RELOAD_ATTEMPTS):
+            try:
+                snapshot = await self._reload(topic_filter, timeout=self._connect_timeout, deliver=True, peers=peers)
+            except NotConnectedError:
+                return
+            logger.info(
+                "catch-up of %r: %d topics, %d peers answered, missing %s",
+                topic_filter,
+                len(snapshot),
+                len(snapshot.answered),
+                sorted(snapshot.missing),
+            )
+            still_live = sorted(peer for peer in snapshot.missing if peer in self._catch_up.peers)
+            if not still_live or self._state is not ConnectionState.CONNECTED:
+                return
+            peers = still_live
+            # A retry delay, not synchronisation: give a busy peer time before asking again.
+            await asyncio.sleep(self._reconnect_min_delay * 2**attempt)
+        logger.warning("catch-up of %r stayed incomplete: %s did not answer", topic_filter, peers)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str = "catch-up") -> None:
         task = asyncio.create_task(coroutine, name=f"mnemoq5-{name}-{self._client_id}")
@@ -1073,7 +1144,7 @@ def _check_expiry(expiry: object) -> None:
         raise InvalidArgumentError(f"expiry {expiry!r} must be an int of seconds from 1 to 4294967295, or None")
 
 
-def _check_client_id(client_id: object) -> None:
+def _check_client_id(client_id: object, control_prefix: str) -> None:
     if not isinstance(client_id, str) or client_id == "":
         raise InvalidArgumentError(f"client_id {client_id!r} must be a non-empty str")
     if "\x00" in client_id or "/" in client_id or "+" in client_id or "#" in client_id:
@@ -1085,8 +1156,23 @@ def _check_client_id(client_id: object) -> None:
         size = len(client_id.encode("utf-8"))
     except UnicodeEncodeError:
         raise InvalidArgumentError(f"client_id {client_id!r} must not contain surrogate code points") from None
-    if size > 65_535:
-        raise InvalidArgumentError(f"client_id is {size} UTF-8 bytes, more than the maximum of 65535")
+    # The id is the last level of this client's presence and reply topics, which are
+    # UTF-8 strings of at most 65,535 bytes [MQTT-1.5.4].
+    maximum = 65_535 - len(f"{control_prefix}/presence/".encode())
+    if size > maximum:
+        raise InvalidArgumentError(
+            f"client_id is {size} UTF-8 bytes, more than the maximum of {maximum} "
+            f"that fits the control topics under {control_prefix!r}"
+        )
+
+
+def _check_seconds(value: object, name: str, *, allow_zero: bool = False) -> None:
+    """Raise InvalidArgumentError unless ``value`` is a finite number of seconds, positive or (if allowed) zero."""
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if valid and (value > 0 or (allow_zero and value == 0)):  # type: ignore[operator]
+        return
+    rule = "zero or more" if allow_zero else "more than zero"
+    raise InvalidArgumentError(f"{name} {value!r} is invalid: it must be a finite number of seconds, {rule}")
 
 
 def _check_qos(qos: object) -> None:
@@ -1106,7 +1192,12 @@ def _check_control_prefix(prefix: object) -> None:
 
 def _payload_bytes(payload: object) -> bytes:
     if isinstance(payload, str):
-        return payload.encode("utf-8")
+        try:
+            return payload.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidArgumentError(
+                f"str payload cannot be encoded as UTF-8 ({error.reason} at index {error.start}); pass bytes"
+            ) from None
     if isinstance(payload, (bytes, bytearray, memoryview)):
         return bytes(payload)
     raise InvalidArgumentError(f"payload must be bytes or str, not {type(payload).__name__}")
