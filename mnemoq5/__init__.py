@@ -1,5 +1,6 @@
 """mnemoq5: MQTT v5 inter-process communication where every client remembers its last values."""
 
+from ._adapter import BrokerLimits
 from ._client import ConnectionState, MnemoQ, Stats
 from ._errors import (
     ConnectError,
@@ -28,6 +29,7 @@ __all__ = [
     "Message",
     "Snapshot",
     "ConnectionState",
+    "BrokerLimits",
     "Stats",
     "Stamp",
     "Entry",

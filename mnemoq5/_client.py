@@ -276,6 +276,7 @@ class MnemoQ:
 
     @property
     def state(self) -> ConnectionState:
+        """The connection state: new, connecting, connected, reconnecting or closed."""
         return self._state
 
     @property
@@ -631,22 +632,25 @@ class MnemoQ:
         entry = Entry(topic, data, qos, bool(retain), properties, stamp, expires_at=expires_at)
         return await self._store_and_send(entry, connection)
 
-    async def delete(self, topic: str, qos: int = 1) -> Entry:
+    async def delete(self, topic: str, qos: int = 1, *, retain: bool | None = None) -> Entry:
         """Delete ``topic`` everywhere: store a stamped tombstone and publish the deletion.
 
         Live subscribers receive a Message with ``deleted`` True and an empty payload.
         Peers that catch up later learn the deletion from the tombstone, and an older
         value held elsewhere cannot bring the topic back while the tombstone is kept
-        (``tombstone_retention``). When the previous value was retained, the deletion
-        is published retained with an empty payload, which also clears the broker's
-        retained message.
+        (``tombstone_retention``). The deletion is published retained when ``retain`` is
+        True, or when ``retain`` is None and this client's previous value was retained.
+        In MQTT v5 a retained deletion has an empty payload, so it also clears the
+        broker's retained message. In compat mode the payload carries the prefix, so
+        the broker keeps the deletion as the retained message instead.
         """
         topic = validate_topic_name(topic)
         _check_qos(qos)
         self._reject_control_topic(topic)
         connection = self._require_connection("delete")
-        previous = self._store.get(topic)
-        retain = previous is not None and previous.retain and not previous.deleted
+        if retain is None:
+            previous = self._store.get(topic)
+            retain = previous is not None and previous.retain and not previous.deleted
         tombstone = Entry(topic, b"", qos, retain, (), self._clock.next_stamp(), deleted=True)
         return await self._store_and_send(tombstone, connection)
 
