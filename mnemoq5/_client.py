@@ -138,9 +138,9 @@ class MnemoQ:
     - ``maximum_packet_size``: the largest packet this client accepts, sent in CONNECT;
       default None (no limit beyond the protocol's). Catch-up replies respect it.
     - ``reply_jitter``: the upper bound in seconds of the random delay before this
-      client answers a catch-up request, default 0.05, so many peers do not answer at
-      the same instant. A request that names this client as its only peer is answered
-      at once.
+      client replies to a catch-up request, default 0.05, so many peers do not reply
+      at the same instant. A request that names this client as its only peer gets its
+      reply at once.
     - ``remember``: ``"published"`` (the default) keeps what this client publishes;
       ``"received"`` also keeps the newest value of everything it receives under its
       subscriptions and answers catch-up for it, so values outlive their publisher.
@@ -509,7 +509,7 @@ class MnemoQ:
         With ``catch_up`` the client then reloads the filter from its live peers, waiting
         at most ``timeout`` seconds, and the replayed values arrive through
         :meth:`messages` with ``replayed`` True. It reloads the filter again after each
-        reconnect and asks each peer that joins later.
+        reconnect and sends the request to each peer that joins later.
 
         Raises InvalidTopicError for an invalid filter and SubscribeError when the broker
         refuses. While the client reconnects, the subscription is recorded and sent
@@ -766,6 +766,7 @@ class MnemoQ:
         if self._topics.contains(incoming.topic):
             self._dispatch_control(incoming, envelope)
             return
+
         if envelope.sender == self._client_id:
             # Mosquitto delivers a client's own retained message when it subscribes,
             # although No Local is set, so identity is checked as well.
@@ -774,6 +775,7 @@ class MnemoQ:
         if envelope.kind not in (None, Kind.DATA, Kind.DELETE):
             self.drop_malformed(incoming.topic, EnvelopeError(f"kind {envelope.kind.value!r} on a data topic"))
             return
+
         # Positional arguments in the field order of Message: topic, payload, qos,
         # retain, sender, user_properties, replayed, stamp, deleted, expiry.
         message = Message(
@@ -1018,7 +1020,7 @@ class MnemoQ:
     def _prune_tombstones(self, now: float) -> None:
         """Forget deletions older than ``tombstone_retention``.
 
-        NOTE: once a tombstone is pruned, a peer that still holds an older value of
+        NOTE: once a tombstone is pruned, a peer that still stores an older value of
         the topic (one that was offline during the deletion) can bring it back.
         """
         horizon = (now - self._tombstone_retention) * 1000
@@ -1038,7 +1040,7 @@ class MnemoQ:
             except NotConnectedError:
                 return
             logger.info(
-                "catch-up of %r: %d topics, %d peers answered, missing %s",
+                "catch-up of %r: %d topics, complete replies from %d peers, missing %s",
                 topic_filter,
                 len(snapshot),
                 len(snapshot.answered),
@@ -1050,7 +1052,7 @@ class MnemoQ:
             peers = still_live
             # A retry delay, not synchronisation: give a busy peer time before asking again.
             await asyncio.sleep(self._reconnect_min_delay * 2**attempt)
-        logger.warning("catch-up of %r stayed incomplete: %s did not answer", topic_filter, peers)
+        logger.warning("catch-up of %r stayed incomplete: no complete reply from %s", topic_filter, peers)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str = "catch-up") -> None:
         task = asyncio.create_task(coroutine, name=f"mnemoq5-{name}-{self._client_id}")
