@@ -57,7 +57,7 @@ _MAX_MQTT_PACKET = 1 + 4 + 268_435_455
 # Payloads below this size cannot reach the protocol limit, so only a broker's
 # Maximum Packet Size needs the size computed.
 _SMALL_PAYLOAD = 65_536
-# How often a background catch-up asks the peers that did not answer completely.
+# How many times a background catch-up sends its request to peers whose reply was incomplete.
 _BACKGROUND_RELOAD_ATTEMPTS = 3
 # Subscription Identifier is a Variable Byte Integer from 1 to 268,435,455 (MQTT v5 3.8.2.1.2).
 _MAX_SUBSCRIPTION_ID = 268_435_455
@@ -69,7 +69,7 @@ _UNKNOWN = object()
 
 
 class ConnectionState(enum.Enum):
-    """Where the client is in its connection life."""
+    """The state of the client's connection to the broker."""
 
     NEW = "new"
     CONNECTING = "connecting"
@@ -616,7 +616,7 @@ class MnemoQ:
         acknowledgement. Returns the stored entry with its stamp.
 
         ``expiry`` sets the lifetime in seconds: it travels as the v5 Message Expiry
-        Interval (or in the compat header), and every store that holds the value drops
+        Interval (or in the compat header), and every store that contains the value drops
         it when the lifetime ends, so it is never replayed after that.
         """
         topic = validate_topic_name(topic)
@@ -938,7 +938,7 @@ class MnemoQ:
 
         Returns when every peer that was live at the request has sent its whole reply,
         or after ``timeout`` seconds; ``Snapshot.complete`` and ``Snapshot.missing``
-        tell which. With no live peer it returns at once. The snapshot holds the newest
+        tell which. With no live peer it returns at once. The snapshot contains the newest
         known version of each matching topic: from replies, from live messages, and from
         this client's own store. Replayed values that are newer than what the client had
         also go to :meth:`messages` when they match a subscription.
