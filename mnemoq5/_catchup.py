@@ -1,4 +1,4 @@
-"""Catch-up: presence, answering requests, and collecting replies into snapshots.
+"""Catch-up: presence, the responder that replies to requests, and the requester that collects replies.
 
 The client owns the connection and the store; this module owns the control protocol
 state. It calls back into the client through the small :class:`CatchUpHost` interface.

@@ -1,4 +1,4 @@
-"""Where the envelope travels: user properties in MQTT v5, a payload prefix in compat mode.
+"""The two places the envelope travels: user properties in MQTT v5, a payload prefix in compat mode.
 
 Pure code. ``unwrap`` turns a received PUBLISH into the envelope and an Incoming whose
 payload, Response Topic and Correlation Data are the application's, whichever way
