@@ -6,15 +6,12 @@ with CONNACK return code 0x01 (unacceptable protocol version) and closes the con
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from .broker import LOOPBACK, free_port, wait_for_port
+from .broker import LOOPBACK, BrokerProcess
 
 CONFIG_DIR = Path(__file__).parent.parent / "compat" / "brokers"
 
@@ -29,64 +26,16 @@ def find_amqtt() -> str:
     return str(script)
 
 
-class Amqtt:
-    """An amqtt process with a config file from compat/brokers, restartable on the same port.
-
-    The interface matches tests.broker.Mosquitto: start, stop, kill, restart, log, close.
-    """
+class Amqtt(BrokerProcess):
+    """An amqtt process with a config file from compat/brokers, restartable on the same port."""
 
     def __init__(self, config: str = "amqtt.yaml", port: int | None = None) -> None:
-        self.host = LOOPBACK
-        self.port = port or free_port()
-        self._directory = tempfile.TemporaryDirectory(prefix="mnemoq5-amqtt-")
+        super().__init__("amqtt", port)
         self._config_path = Path(self._directory.name) / "amqtt.yaml"
         settings = yaml.safe_load((CONFIG_DIR / config).read_text())
         for listener in settings["listeners"].values():
             listener["bind"] = f"{LOOPBACK}:{self.port}"
         self._config_path.write_text(yaml.safe_dump(settings))
-        self._log_path = Path(self._directory.name) / "amqtt.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Amqtt:
-        log = open(self._log_path, "ab")
-        self._process = subprocess.Popen([find_amqtt(), "-c", str(self._config_path)], stdout=log, stderr=log)
-        log.close()
-        try:
-            wait_for_port(self.port)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"amqtt did not start:\n{self.log()}") from None
-        return self
-
-    def kill(self) -> None:
-        """Kill the broker with SIGKILL, as a crash would."""
-        self.stop(signal.SIGKILL)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.send_signal(sig)
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def log(self) -> str:
-        return self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
-
-    def close(self) -> None:
-        self.stop()
-        self._directory.cleanup()
-
-    def __enter__(self) -> Amqtt:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def command(self) -> list[str]:
+        return [find_amqtt(), "-c", str(self._config_path)]

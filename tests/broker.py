@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TypeVar
 
 CONFIG_DIR = Path(__file__).parent / "brokers"
 LOOPBACK = "127.0.0.1"
@@ -42,30 +43,35 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-class Mosquitto:
-    """A Mosquitto process with a config file from tests/brokers, restartable on the same port."""
+BrokerT = TypeVar("BrokerT", bound="BrokerProcess")
 
-    def __init__(self, config: str = "mosquitto.conf", port: int | None = None) -> None:
+
+class BrokerProcess:
+    """A broker process on a loopback port, restartable on the same port, with its files in a temporary directory.
+
+    A subclass writes its config file into ``self._directory`` and returns the command line from ``command()``.
+    """
+
+    def __init__(self, name: str, port: int | None) -> None:
         self.host = LOOPBACK
         self.port = port or free_port()
-        self._directory = tempfile.TemporaryDirectory(prefix="mnemoq5-mosquitto-")
-        self._config_path = Path(self._directory.name) / "mosquitto.conf"
-        text = (CONFIG_DIR / config).read_text()
-        self._config_path.write_text(text + f"\nlistener {self.port} {LOOPBACK}\n")
-        self._log_path = Path(self._directory.name) / "mosquitto.log"
+        self._name = name
+        self._directory = tempfile.TemporaryDirectory(prefix=f"mnemoq5-{name}-")
+        self._log_path = Path(self._directory.name) / f"{name}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Mosquitto:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self: BrokerT) -> BrokerT:
         log = open(self._log_path, "ab")
-        self._process = subprocess.Popen(
-            [find_mosquitto(), "-c", str(self._config_path)], stdout=log, stderr=log
-        )
+        self._process = subprocess.Popen(self.command(), stdout=log, stderr=log)
         log.close()
         try:
             wait_for_port(self.port)
         except TimeoutError:
             self.stop()
-            raise RuntimeError(f"mosquitto did not start:\n{self.log()}") from None
+            raise RuntimeError(f"{self._name} did not start:\n{self.log()}") from None
         return self
 
     def kill(self) -> None:
@@ -95,8 +101,21 @@ class Mosquitto:
         self.stop()
         self._directory.cleanup()
 
-    def __enter__(self) -> Mosquitto:
+    def __enter__(self: BrokerT) -> BrokerT:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class Mosquitto(BrokerProcess):
+    """A Mosquitto process with a config file from tests/brokers."""
+
+    def __init__(self, config: str = "mosquitto.conf", port: int | None = None) -> None:
+        super().__init__("mosquitto", port)
+        self._config_path = Path(self._directory.name) / "mosquitto.conf"
+        text = (CONFIG_DIR / config).read_text()
+        self._config_path.write_text(text + f"\nlistener {self.port} {LOOPBACK}\n")
+
+    def command(self) -> list[str]:
+        return [find_mosquitto(), "-c", str(self._config_path)]
