@@ -3,13 +3,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from mnemoq5 import Message, MnemoQ
 
 from .broker import Mosquitto
+from .helpers import PahoPeer
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +53,21 @@ async def make_client(broker: Mosquitto) -> AsyncIterator:
     yield make
     for client in clients:
         await client.disconnect()
+
+
+@pytest.fixture
+async def paho_peer(broker: Mosquitto) -> AsyncIterator[Callable[..., Awaitable[PahoPeer]]]:
+    """Factory of connected MQTT v5 PahoPeer clients, on the session broker by default, stopped at teardown."""
+    peers: list[PahoPeer] = []
+
+    async def make(target: Mosquitto = broker) -> PahoPeer:
+        peer = PahoPeer(target.host, target.port)
+        peers.append(peer)
+        return await peer.start()
+
+    yield make
+    for peer in peers:
+        peer.stop()
 
 
 async def next_message(client: MnemoQ, timeout: float = 5.0) -> Message:

@@ -20,16 +20,7 @@ from mnemoq5._stamp import wall_clock_millis
 
 from .broker import Mosquitto
 from .conftest import next_message
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` every 10 ms until it is true. Raise TimeoutError after ``timeout`` seconds."""
-
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
+from .helpers import messages_until, wait_until
 
 
 async def collect(client: MnemoQ, count: int, timeout: float = 10.0) -> list[Message]:
@@ -40,20 +31,6 @@ async def collect(client: MnemoQ, count: int, timeout: float = 10.0) -> list[Mes
         async for message in client.messages():
             received.append(message)
             if len(received) == count:
-                break
-        return received
-
-    return await asyncio.wait_for(read(), timeout)
-
-
-async def messages_until(client: MnemoQ, topic: str, timeout: float = 10.0) -> list[Message]:
-    """Return the messages of ``client`` up to and including the first one on ``topic``."""
-
-    async def read() -> list[Message]:
-        received: list[Message] = []
-        async for message in client.messages():
-            received.append(message)
-            if message.topic == topic:
                 break
         return received
 
@@ -141,7 +118,7 @@ async def test_reload_never_asks_itself(make_peer, topic_root):
     assert client.client_id not in client.peers()
 
     other = await make_peer()
-    await wait_until(lambda: other.client_id in client.peers())
+    await wait_until(lambda: other.client_id in client.peers(), "client sees the other peer")
     snapshot = await client.reload(f"{topic_root}/#", timeout=5)
 
     assert snapshot.answered == {other.client_id}
@@ -286,7 +263,7 @@ async def test_subscribe_catch_up_later_peer(make_peer, topic_root):
 async def test_reply_from_unannounced_peer(broker, make_peer, control_prefix, topic_root):
     requester = await make_peer()
     known = await make_peer()
-    await wait_until(lambda: known.client_id in requester.peers())
+    await wait_until(lambda: known.client_id in requester.peers(), "requester sees the known peer")
 
     # The newcomer subscribes to requests before it announces its presence. Holding the
     # announcement keeps it out of the requester's peer table while it already replies.
@@ -317,7 +294,7 @@ async def test_reply_from_unannounced_peer(broker, make_peer, control_prefix, to
         await asyncio.wait_for(connecting, 5)
         # The presence follows the reply on the newcomer's connection, so once the
         # newcomer is in the requester's peer table, the requester has handled the reply.
-        await wait_until(lambda: newcomer.client_id in requester.peers())
+        await wait_until(lambda: newcomer.client_id in requester.peers(), "requester sees the newcomer")
 
         assert snapshot.complete
         assert snapshot.answered == {known.client_id}
@@ -483,7 +460,7 @@ async def test_catch_up_three_broker_restarts(open_client, own_broker, topic_roo
 
     for round_number in range(3):
         own_broker.kill()
-        await wait_until(lambda: publisher.state is ConnectionState.RECONNECTING, timeout=10)
+        await wait_until(lambda: publisher.state is ConnectionState.RECONNECTING, "publisher RECONNECTING", timeout=10)
         payload = f"round {round_number}".encode()
         await publisher.publish(topic, payload, qos=1)
         assert publisher.store[topic].payload == payload
@@ -495,7 +472,7 @@ async def test_catch_up_three_broker_restarts(open_client, own_broker, topic_roo
         assert received[-1].sender == publisher.client_id
     # Messages flow as soon as the new connection is up, a little before the client
     # counts the reconnect as finished.
-    await wait_until(lambda: subscriber.stats.reconnects == 3, timeout=10)
+    await wait_until(lambda: subscriber.stats.reconnects == 3, "subscriber reconnected three times", timeout=10)
     assert subscriber.state is ConnectionState.CONNECTED
 
 
@@ -505,11 +482,11 @@ async def test_catch_up_three_broker_restarts(open_client, own_broker, topic_roo
 async def test_presence_clean_disconnect(make_peer):
     observer = await make_peer()
     peer = await make_peer()
-    await wait_until(lambda: peer.client_id in observer.peers())
+    await wait_until(lambda: peer.client_id in observer.peers(), "observer sees the peer arrive")
 
     await peer.disconnect()
 
-    await wait_until(lambda: peer.client_id not in observer.peers())
+    await wait_until(lambda: peer.client_id not in observer.peers(), "observer sees the peer leave")
     assert peer.client_id not in observer.peers()
 
 
@@ -546,13 +523,13 @@ async def test_presence_process_killed(broker, make_peer, control_prefix):
         if not peer_id:
             errors = await asyncio.wait_for(process.stderr.read(), 10)
             pytest.fail(f"the peer process exited before connecting:\n{errors.decode(errors='replace')}")
-        await wait_until(lambda: peer_id in observer.peers())
+        await wait_until(lambda: peer_id in observer.peers(), "observer sees the peer arrive")
 
         # SIGKILL skips DISCONNECT, so only the will clears the retained presence.
         process.send_signal(signal.SIGKILL)
         await asyncio.wait_for(process.wait(), 10)
 
-        await wait_until(lambda: peer_id not in observer.peers())
+        await wait_until(lambda: peer_id not in observer.peers(), "observer sees the peer leave")
         assert peer_id not in observer.peers()
     finally:
         if process.returncode is None:
@@ -563,10 +540,10 @@ async def test_presence_process_killed(broker, make_peer, control_prefix):
 async def test_presence_connection_dropped(make_peer):
     observer = await make_peer()
     peer = await make_peer(reconnect_min_delay=5.0, reconnect_max_delay=10.0)
-    await wait_until(lambda: peer.client_id in observer.peers())
+    await wait_until(lambda: peer.client_id in observer.peers(), "observer sees the peer arrive")
 
     # Closing the socket without DISCONNECT makes the broker publish the will.
     peer._connection._client._connection._transport.abort()
 
-    await wait_until(lambda: peer.client_id not in observer.peers())
+    await wait_until(lambda: peer.client_id not in observer.peers(), "observer sees the peer leave")
     assert peer.client_id not in observer.peers()

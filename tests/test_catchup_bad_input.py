@@ -20,34 +20,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from mnemoq5 import Message, MnemoQ, Stamp
+from mnemoq5 import MnemoQ, Stamp
 from mnemoq5._control import ReplyEntry, Request, decode_chunk, encode_chunk, encode_entry, encode_request
 
 from .broker import Mosquitto
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` every 10 ms until it is true. Raise TimeoutError after ``timeout`` seconds."""
-
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
-async def messages_until(client: MnemoQ, topic: str, timeout: float = 5.0) -> list[Message]:
-    """Return the messages of ``client`` up to and including the first one on ``topic``."""
-
-    async def read() -> list[Message]:
-        received: list[Message] = []
-        async for message in client.messages():
-            received.append(message)
-            if message.topic == topic:
-                break
-        return received
-
-    return await asyncio.wait_for(read(), timeout)
+from .helpers import messages_until, wait_until
 
 
 class RawMessage:
@@ -231,7 +208,7 @@ async def check_still_works(
 ) -> None:
     """Check that ``target`` still receives live values, replies to requests and reloads."""
     await raw.withdraw()
-    await wait_until(lambda: raw.client_id not in target.peers())
+    await wait_until(lambda: raw.client_id not in target.peers(), "target sees the raw peer leave")
     helper = await make_peer()
     await helper.publish(f"{root}/after", b"after", qos=1)
 
@@ -301,7 +278,7 @@ async def test_request_malformed_payload(target, raw, make_peer, topic_root, pay
         correlation_data=b"bad request",
     )
 
-    await wait_until(lambda: target.stats.malformed_dropped > dropped_before)
+    await wait_until(lambda: target.stats.malformed_dropped > dropped_before, "target drops the malformed message")
     assert target.stats.malformed_dropped == dropped_before + 1
     assert dict(target.store) == store_before
     await check_still_works(target, raw, make_peer, topic_root)
@@ -320,7 +297,7 @@ async def test_request_unknown_kind(target, raw, make_peer, topic_root, kind):
         correlation_data=b"unknown kind",
     )
 
-    await wait_until(lambda: target.stats.malformed_dropped > dropped_before)
+    await wait_until(lambda: target.stats.malformed_dropped > dropped_before, "target drops the malformed message")
     assert target.stats.malformed_dropped == dropped_before + 1
     assert dict(target.store) == store_before
     await check_still_works(target, raw, make_peer, topic_root)
@@ -347,7 +324,7 @@ async def test_request_without_reply_route(target, raw, make_peer, topic_root, r
         correlation_data=correlation_data,
     )
 
-    await wait_until(lambda: target.stats.malformed_dropped > dropped_before)
+    await wait_until(lambda: target.stats.malformed_dropped > dropped_before, "target drops the malformed message")
     assert target.stats.malformed_dropped == dropped_before + 1
     assert dict(target.store) == store_before
     await check_still_works(target, raw, make_peer, topic_root)
@@ -382,7 +359,7 @@ async def test_reply_unknown_correlation(target, raw, make_peer, topic_root):
     request = await raw.next_request()
 
     await raw.reply(request, chunk(0, [entry(f"{topic_root}/forged")], 1), correlation_data=os.urandom(16))
-    await wait_until(lambda: target.stats.malformed_dropped > dropped_before)
+    await wait_until(lambda: target.stats.malformed_dropped > dropped_before, "target drops the malformed message")
     await raw.reply(request, chunk(0, [entry(f"{topic_root}/real")], 1))
     snapshot = await asyncio.wait_for(reload, 5)
 
@@ -406,7 +383,7 @@ async def test_reply_without_pending_reload(target, raw, make_peer, topic_root):
         correlation_data=os.urandom(16),
     )
 
-    await wait_until(lambda: target.stats.malformed_dropped > dropped_before)
+    await wait_until(lambda: target.stats.malformed_dropped > dropped_before, "target drops the malformed message")
     assert target.stats.malformed_dropped == dropped_before + 1
     assert dict(target.store) == store_before
     await check_still_works(target, raw, make_peer, topic_root)
@@ -551,7 +528,9 @@ async def test_late_reply_ignored(target, raw, make_peer, topic_root):
     # after it on the same topic, is counted, and shows that the late one was handled.
     await raw.reply(request, chunk(0, [entry(f"{topic_root}/late")], 1))
     await raw.reply(request, chunk(0, [], 0), correlation_data=b"marker")
-    await wait_until(lambda: target.stats.malformed_dropped == dropped_before + 2)
+    await wait_until(
+        lambda: target.stats.malformed_dropped == dropped_before + 2, "target drops both malformed messages"
+    )
 
     assert snapshot.missing == {raw.client_id}
     assert f"{topic_root}/late" not in target.store

@@ -14,7 +14,6 @@ compat/README.md.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -22,21 +21,21 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from mnemoq5 import Message, MnemoQ
+from mnemoq5 import MnemoQ
 from mnemoq5._compat import MAGIC, decode_compat
 from mnemoq5._envelope import KEY_ID, KEY_KIND
 
 from .broker import LOOPBACK, free_port, wait_for_port
 from .conftest import next_message
+from .helpers import PahoPeer, messages_until, wait_until
 
 TIMEOUT = 5.0
 COMPAT_DIR = Path(__file__).parent.parent / "compat" / "brokers"
@@ -232,29 +231,6 @@ LATE_JOINER_TARGETS = [
 # -- helpers ------------------------------------------------------------------
 
 
-async def wait_until(condition: Callable[[], bool], description: str, timeout: float = TIMEOUT) -> None:
-    """Poll ``condition`` every 10 ms until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{description} did not hold within {timeout} s")
-        await asyncio.sleep(0.01)
-
-
-async def messages_until(client: MnemoQ, topic: str, timeout: float = TIMEOUT) -> list[Message]:
-    """Return the messages of ``client`` up to and including the first one on ``topic``."""
-
-    async def read() -> list[Message]:
-        received: list[Message] = []
-        async for message in client.messages():
-            received.append(message)
-            if message.topic == topic:
-                break
-        return received
-
-    return await asyncio.wait_for(read(), timeout)
-
-
 def envelope_sender_and_kind(message: paho.MQTTMessage) -> tuple[str | None, str | None]:
     """Read the mnemoq5 sender and kind of a raw message in either envelope form."""
     properties = getattr(message.properties, "UserProperty", None) or []
@@ -268,89 +244,6 @@ def envelope_sender_and_kind(message: paho.MQTTMessage) -> tuple[str | None, str
     return header.sender, header.kind.value
 
 
-class PlainClient:
-    """A paho-mqtt client that is no mnemoq5 peer; its network loop runs in its own thread.
-
-    Callbacks hand their results to the event loop with call_soon_threadsafe, so tests
-    await them without blocking the MnemoQ clients that share the loop.
-    """
-
-    def __init__(self, host: str, port: int, *, v5: bool) -> None:
-        self._host = host
-        self._port = port
-        self._v5 = v5
-        self._loop = asyncio.get_running_loop()
-        self._connected: asyncio.Future[int] = self._loop.create_future()
-        self._acks: dict[int, asyncio.Future[Any]] = {}
-        self.messages: asyncio.Queue[paho.MQTTMessage] = asyncio.Queue()
-        self.client_id = "paho-" + uuid.uuid4().hex[:12]
-        protocol = paho.MQTTv5 if v5 else paho.MQTTv311
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_publish = self._on_publish
-        self._client.on_message = self._on_message
-
-    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
-        self._loop.call_soon_threadsafe(self._resolve, self._connected, reason.value)
-
-    def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, reasons: Any, props: object) -> None:
-        self._loop.call_soon_threadsafe(self._resolve_ack, mid, [reason.value for reason in reasons])
-
-    def _on_publish(self, client: paho.Client, userdata: object, mid: int, reason: Any, props: object) -> None:
-        self._loop.call_soon_threadsafe(self._resolve_ack, mid, reason.value)
-
-    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        self._loop.call_soon_threadsafe(self.messages.put_nowait, message)
-
-    @staticmethod
-    def _resolve(future: asyncio.Future[Any], value: object) -> None:
-        if not future.done():
-            future.set_result(value)
-
-    def _resolve_ack(self, mid: int, value: object) -> None:
-        future = self._acks.pop(mid, None)
-        if future is not None:
-            self._resolve(future, value)
-
-    def _expect_ack(self, mid: int) -> asyncio.Future[Any]:
-        # The acknowledgement arrives through call_soon_threadsafe, so it runs after
-        # this synchronous registration even when paho receives it first.
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._acks[mid] = future
-        return future
-
-    async def start(self) -> PlainClient:
-        if self._v5:
-            self._client.connect(self._host, self._port, keepalive=30, clean_start=True)
-        else:
-            self._client.connect(self._host, self._port, keepalive=30)
-        self._client.loop_start()
-        reason = await asyncio.wait_for(self._connected, TIMEOUT)
-        assert reason == 0, f"paho connect refused with reason code {reason}"
-        return self
-
-    async def subscribe(self, topic_filter: str) -> None:
-        result, mid = self._client.subscribe(topic_filter, qos=1)
-        assert result == paho.MQTT_ERR_SUCCESS
-        assert mid is not None
-        reasons = await asyncio.wait_for(self._expect_ack(mid), TIMEOUT)
-        assert reasons == [1], f"paho subscription {topic_filter!r} refused: {reasons}"
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        """Publish at QoS 1 and wait for PUBACK."""
-        info = self._client.publish(topic, payload, qos=1)
-        assert info.rc == paho.MQTT_ERR_SUCCESS
-        await asyncio.wait_for(self._expect_ack(info.mid), TIMEOUT)
-
-    async def next_message(self, timeout: float = TIMEOUT) -> paho.MQTTMessage:
-        return await asyncio.wait_for(self.messages.get(), timeout)
-
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-
 @dataclass
 class Fleet:
     """Connected MnemoQ clients and plain paho clients on one target, closed at teardown."""
@@ -360,7 +253,7 @@ class Fleet:
     port: int
     control_prefix: str
     clients: list[MnemoQ] = field(default_factory=list)
-    plain_clients: list[PlainClient] = field(default_factory=list)
+    plain_clients: list[PahoPeer] = field(default_factory=list)
 
     async def peer(self, **settings: Any) -> MnemoQ:
         """Return a connected MnemoQ in the target's mode that shares this test's control prefix."""
@@ -371,9 +264,9 @@ class Fleet:
         self.clients.append(client)
         return client
 
-    async def plain(self, *, v5: bool = False) -> PlainClient:
+    async def plain(self, *, v5: bool = False) -> PahoPeer:
         """Return a connected paho client; an MQTT 3.1.1 one unless ``v5``."""
-        client = await PlainClient(self.host, self.port, v5=v5).start()
+        client = await PahoPeer(self.host, self.port, v5=v5).start()
         self.plain_clients.append(client)
         return client
 

@@ -9,48 +9,24 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mnemoq5 import Entry, Message, MnemoQ, Snapshot, SqliteStore, StoreError
+from mnemoq5 import Entry, MnemoQ, Snapshot, SqliteStore, StoreError
 from mnemoq5._envelope import KEY_ID, KEY_KIND, KEY_STAMP
 
 from .broker import Mosquitto
 from .conftest import next_message
-from .test_client import PahoPeer
+from .helpers import PahoPeer, messages_until, user_properties_of, wait_until
 from .test_sqlite_store import LINE_TIMEOUT, PUBLISHER, run_until_killed
 
 TIMEOUT = 5.0
 
 MakePeer = Callable[..., Awaitable[MnemoQ]]
-
-
-async def wait_until(condition: Callable[[], bool], description: str, timeout: float = TIMEOUT) -> None:
-    """Poll ``condition`` every 20 ms until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{description} did not hold within {timeout} s")
-        await asyncio.sleep(0.02)
-
-
-async def messages_until(client: MnemoQ, topic: str, timeout: float = TIMEOUT) -> list[Message]:
-    """Return the messages of ``client`` up to and including the first one on ``topic``."""
-
-    async def read() -> list[Message]:
-        received: list[Message] = []
-        async for message in client.messages():
-            received.append(message)
-            if message.topic == topic:
-                break
-        return received
-
-    return await asyncio.wait_for(read(), timeout)
 
 
 async def paho_messages_until(peer: PahoPeer, topic: str) -> list[Any]:
@@ -61,10 +37,6 @@ async def paho_messages_until(peer: PahoPeer, topic: str) -> list[Any]:
         received.append(message)
         if message.topic == topic:
             return received
-
-
-def user_properties_of(message: Any) -> list[tuple[str, str]]:
-    return list(getattr(message.properties, "UserProperty", []))
 
 
 @pytest.fixture
@@ -81,21 +53,6 @@ def make_peer(make_client: MakePeer, control_prefix: str) -> MakePeer:
         return await make_client(**settings)
 
     return make
-
-
-@pytest.fixture
-async def paho_peer(broker: Mosquitto) -> AsyncIterator[Callable[[], Awaitable[PahoPeer]]]:
-    """Factory of connected paho-mqtt v5 clients on the session broker, stopped at teardown."""
-    peers: list[PahoPeer] = []
-
-    async def make() -> PahoPeer:
-        peer = PahoPeer(broker.host, broker.port)
-        peers.append(peer)
-        return await peer.start()
-
-    yield make
-    for peer in peers:
-        peer.stop()
 
 
 # -- deletion -------------------------------------------------------------------

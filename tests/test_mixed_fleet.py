@@ -22,7 +22,8 @@ from mnemoq5._envelope import KEY_ID
 
 from .broker import Mosquitto
 from .conftest import next_message
-from .test_compat_client import TIMEOUT, PlainClient
+from .helpers import PahoPeer
+from .test_compat_client import TIMEOUT
 
 MQTT_V311_LEVEL = 4
 MQTT_V5_LEVEL = 5
@@ -36,7 +37,7 @@ class Clients:
         self.port = port
         self.control_prefix = f"mq5m-{uuid.uuid4().hex[:10]}"
         self.clients: list[MnemoQ] = []
-        self.plain_clients: list[PlainClient] = []
+        self.plain_clients: list[PahoPeer] = []
 
     async def v5(self, **settings: Any) -> MnemoQ:
         return await self._connect(compat=False, **settings)
@@ -51,8 +52,8 @@ class Clients:
         self.clients.append(client)
         return client
 
-    async def plain(self, *, v5: bool) -> PlainClient:
-        client = await PlainClient(self.host, self.port, v5=v5).start()
+    async def plain(self, *, v5: bool) -> PahoPeer:
+        client = await PahoPeer(self.host, self.port, v5=v5).start()
         self.plain_clients.append(client)
         return client
 

@@ -11,19 +11,11 @@ import pytest
 from mnemoq5 import ConnectionState, Message, MnemoQ
 
 from .broker import Mosquitto
+from .helpers import wait_until
 
 TIMEOUT = 5.0
 # Short backoff so a restart is noticed within a fraction of a second.
 FAST_RECONNECT = {"reconnect_min_delay": 0.05, "reconnect_max_delay": 0.2}
-
-
-async def wait_until(condition: Callable[[], bool], description: str, timeout: float = 10.0) -> None:
-    """Poll ``condition`` every 20 ms until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{description} did not hold within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 async def holds_for(condition: Callable[[], bool], description: str, duration: float) -> None:

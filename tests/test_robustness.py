@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,18 +12,9 @@ import pytest
 from mnemoq5 import InvalidArgumentError, MnemoQ, PacketTooLargeError
 
 from .broker import Mosquitto
-from .test_client import paho_peer  # noqa: F401 - pytest finds the fixture by this name
+from .helpers import wait_until
 
 TIMEOUT = 10.0
-
-
-async def wait_until(condition: Callable[[], bool], description: str, timeout: float = TIMEOUT) -> None:
-    """Poll ``condition`` every 20 ms until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{description} did not hold within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 # -- request bursts -----------------------------------------------------------------
@@ -50,7 +40,7 @@ async def test_request_burst_all_answered(make_client: Any, topic_root: str) -> 
 # -- forged stamps --------------------------------------------------------------------
 
 
-async def test_future_stamp_dropped(make_client: Any, paho_peer: Any, topic_root: str) -> None:  # noqa: F811
+async def test_future_stamp_dropped(make_client: Any, paho_peer: Any, topic_root: str) -> None:
     receiver = await make_client()
     await receiver.subscribe(f"{topic_root}/#", qos=1)
     forger = await paho_peer()
@@ -73,7 +63,7 @@ async def test_future_stamp_dropped(make_client: Any, paho_peer: Any, topic_root
     assert receiver.stats.malformed_dropped == 1
 
 
-async def test_clock_skew_check_disabled(make_client: Any, paho_peer: Any, topic_root: str) -> None:  # noqa: F811
+async def test_clock_skew_check_disabled(make_client: Any, paho_peer: Any, topic_root: str) -> None:
     receiver = await make_client(max_clock_skew=None)
     await receiver.subscribe(f"{topic_root}/#", qos=1)
     forger = await paho_peer()
