@@ -209,7 +209,7 @@ def _add_pub_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
     source.add_argument("-f", "--file", metavar="FILE", help="publish the bytes of FILE as one message")
     source.add_argument("-n", "--null-message", action="store_true", help="publish an empty payload")
 
-    parser.add_argument("-q", "--qos", type=int, choices=(0, 1, 2), default=0, help="QoS 0, 1 or 2 (default 0)")
+    _add_qos_option(parser, 0, "QoS 0, 1 or 2")
     parser.add_argument("-r", "--retain", action="store_true", help="ask the broker to retain the message")
     parser.add_argument(
         "-e",
@@ -231,6 +231,18 @@ def _add_pub_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
 
     _add_serve_options(parser, "publishing")
     parser.set_defaults(handler=_run_async(run_pub))
+
+
+def _add_qos_option(parser: argparse.ArgumentParser, default: int, summary: str) -> None:
+    parser.add_argument(
+        "-q", "--qos", type=int, choices=(0, 1, 2), default=default, help=f"{summary} (default {default})"
+    )
+
+
+def _add_filters_option(parser: argparse.ArgumentParser, summary: str) -> None:
+    parser.add_argument(
+        "-t", "--topic", dest="topics", action="append", required=True, metavar="FILTER", help=summary
+    )
 
 
 def _add_serve_options(parser: argparse.ArgumentParser, action: str) -> None:
@@ -266,13 +278,8 @@ def _add_sub_parser(commands: Any, connection: argparse.ArgumentParser) -> None:
             "With -W and -C, the exit status is 1 when fewer than COUNT messages arrived."
         ),
     )
-    parser.add_argument(
-        "-t", "--topic", dest="topics", action="append", required=True, metavar="FILTER",
-        help="topic filter to subscribe to; repeat for more",
-    )
-    parser.add_argument(
-        "-q", "--qos", type=int, choices=(0, 1, 2), default=0, help="QoS of the subscriptions (default 0)"
-    )
+    _add_filters_option(parser, "topic filter to subscribe to; repeat for more")
+    _add_qos_option(parser, 0, "QoS of the subscriptions")
     parser.add_argument(
         "--catch-up",
         action="store_true",
@@ -336,13 +343,8 @@ def _add_peer_parser(commands: Any, connection: argparse.ArgumentParser) -> None
             "of the peer with the same --store."
         ),
     )
-    parser.add_argument(
-        "-t", "--topic", dest="topics", action="append", required=True, metavar="FILTER",
-        help="topic filter whose values to store; repeat for more",
-    )
-    parser.add_argument(
-        "-q", "--qos", type=int, choices=(0, 1, 2), default=1, help="QoS of the subscriptions (default 1)"
-    )
+    _add_filters_option(parser, "topic filter whose values to store; repeat for more")
+    _add_qos_option(parser, 1, "QoS of the subscriptions")
     parser.add_argument(
         "--store", metavar="FILE", help="keep the values in this SQLite file (default: in memory)"
     )
@@ -370,9 +372,7 @@ def _add_delete_parser(commands: Any, connection: argparse.ArgumentParser) -> No
         ),
     )
     parser.add_argument("-t", "--topic", required=True, help="topic name to delete (no wildcards)")
-    parser.add_argument(
-        "-q", "--qos", type=int, choices=(0, 1, 2), default=1, help="QoS of the deletion (default 1)"
-    )
+    _add_qos_option(parser, 1, "QoS of the deletion")
     _add_serve_options(parser, "deleting")
     parser.set_defaults(handler=_run_async(run_delete))
 
@@ -504,30 +504,40 @@ async def run_pub(args: argparse.Namespace) -> int:
     topic = validate_topic_name(args.topic)
     properties = validate_user_properties([(key, value) for key, value in args.user_property])
     payload = None if args.stdin_line else _read_payload(args)
+    async with _client_with_store(args) as client:
+        if payload is None:
+            count = await _publish_stdin_lines(client, topic, args, properties)
+        else:
+            await client.publish(
+                topic,
+                payload,
+                qos=args.qos,
+                retain=args.retain,
+                user_properties=properties,
+                expiry=args.expiry,
+            )
+            count = 1
+        if args.serve:
+            await _serve_catch_up(args, client, f"published {count} message(s) to {topic}")
+    return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _client_with_store(args: argparse.Namespace) -> AsyncIterator[MnemoQ]:
+    """Connect a client with the shared options and, with --store FILE, that SQLite store.
+
+    The store is closed after the client disconnects.
+    """
     settings = client_settings(args)
     store = SqliteStore(args.store) if args.store else None
     if store is not None:
         settings["store"] = store
     try:
         async with MnemoQ(**settings) as client:
-            if payload is None:
-                count = await _publish_stdin_lines(client, topic, args, properties)
-            else:
-                await client.publish(
-                    topic,
-                    payload,
-                    qos=args.qos,
-                    retain=args.retain,
-                    user_properties=properties,
-                    expiry=args.expiry,
-                )
-                count = 1
-            if args.serve:
-                await _serve_catch_up(args, client, f"published {count} message(s) to {topic}")
+            yield client
     finally:
         if store is not None:
             store.close()
-    return EXIT_OK
 
 
 async def _serve_catch_up(args: argparse.Namespace, client: MnemoQ, done: str) -> None:
@@ -633,18 +643,10 @@ def _stop_signals() -> Iterator[asyncio.Event]:
 async def run_delete(args: argparse.Namespace) -> int:
     """Publish a deletion of -t; with --serve, stay connected until SIGINT or SIGTERM."""
     topic = validate_topic_name(args.topic)
-    settings = client_settings(args)
-    store = SqliteStore(args.store) if args.store else None
-    if store is not None:
-        settings["store"] = store
-    try:
-        async with MnemoQ(**settings) as client:
-            await client.delete(topic, qos=args.qos)
-            if args.serve:
-                await _serve_catch_up(args, client, f"deleted {topic}")
-    finally:
-        if store is not None:
-            store.close()
+    async with _client_with_store(args) as client:
+        await client.delete(topic, qos=args.qos)
+        if args.serve:
+            await _serve_catch_up(args, client, f"deleted {topic}")
     return EXIT_OK
 
 
