@@ -13,12 +13,12 @@ import argparse
 import asyncio
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from mnemoq5 import MnemoQ
 
 from ._common import start_broker, unique_topic
+from ._profile import add_html_option, new_profiler, print_report
 from .catchup import RELOAD_TIMEOUT, _fill_peers
 
 
@@ -42,16 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_catchup", description=__doc__)
     parser.add_argument("--topics", type=int, default=10_000, help="topics held by the peers (default 10000)")
     parser.add_argument("--peers", type=int, default=1, help="live peers that hold them (default 1)")
-    parser.add_argument("--html", type=Path, metavar="PATH", help="also write pyinstrument's HTML report here")
+    add_html_option(parser)
     arguments = parser.parse_args(argv)
-    try:
-        from pyinstrument import Profiler
-    except ImportError:
-        print("pyinstrument is not installed: run '.venv/bin/python -m pip install pyinstrument'", file=sys.stderr)
+    profiler = new_profiler()
+    if profiler is None:
         return 2
 
     broker = start_broker()
-    profiler = Profiler(interval=0.0005, async_mode="disabled")
     try:
         elapsed, returned = asyncio.run(
             _profiled_reload(broker.host, broker.port, arguments.topics, arguments.peers, profiler)
@@ -59,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         broker.close()
     print(f"reload returned {returned} of {arguments.topics} topics in {elapsed:.3f} s under the profiler")
-    print(profiler.output_text(unicode=False, color=False, show_all=False))
-    if arguments.html is not None:
-        arguments.html.write_text(profiler.output_html())
+    print_report(profiler, arguments.html)
     return 0
 
 

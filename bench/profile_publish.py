@@ -10,34 +10,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 
 from ._common import start_broker
+from ._profile import add_html_option, new_profiler, print_report
 from .throughput import mnemoq5_transfer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_publish", description=__doc__)
     parser.add_argument("--messages", type=int, default=50_000, help="messages to publish (default 50000)")
-    parser.add_argument("--html", type=Path, metavar="PATH", help="also write pyinstrument's HTML report here")
+    add_html_option(parser)
     arguments = parser.parse_args(argv)
-    try:
-        from pyinstrument import Profiler
-    except ImportError:
-        print("pyinstrument is not installed: run '.venv/bin/python -m pip install pyinstrument'", file=sys.stderr)
+    profiler = new_profiler()
+    if profiler is None:
         return 2
 
     broker = start_broker()
     try:
-        profiler = Profiler(interval=0.0005, async_mode="disabled")
         with profiler:
             sample = asyncio.run(mnemoq5_transfer(broker.host, broker.port, 100, 0, arguments.messages))
     finally:
         broker.close()
     print(f"{sample.received} of {sample.sent} messages received, {sample.rate:,.0f} msg/s under the profiler")
-    print(profiler.output_text(unicode=False, color=False, show_all=False))
-    if arguments.html is not None:
-        arguments.html.write_text(profiler.output_html())
+    print_report(profiler, arguments.html)
     return 0
 
 
