@@ -4,6 +4,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,38 @@ async def paho_peer(broker: Mosquitto) -> AsyncIterator[Callable[..., Awaitable[
     yield make
     for peer in peers:
         peer.stop()
+
+
+@pytest.fixture
+def control_prefix() -> str:
+    """A control prefix of its own, so the peers of one test never reply to the catch-up requests of another."""
+    return f"mq5c-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_peer(make_client: Callable[..., Awaitable[MnemoQ]], control_prefix: str) -> Callable[..., Awaitable[MnemoQ]]:
+    """Factory of connected clients on the session broker that share this test's control prefix."""
+
+    async def make(**settings: Any) -> MnemoQ:
+        settings.setdefault("control_prefix", control_prefix)
+        return await make_client(**settings)
+
+    return make
+
+
+@pytest.fixture
+async def open_client() -> AsyncIterator[Callable[..., Awaitable[MnemoQ]]]:
+    """Factory of connected clients on a broker the test chooses, disconnected at teardown."""
+    clients: list[MnemoQ] = []
+
+    async def make(broker: Mosquitto, **settings: Any) -> MnemoQ:
+        client = MnemoQ(host=broker.host, port=broker.port, **settings)
+        await client.connect()
+        clients.append(client)
+        return client
+
+    yield make
+    await asyncio.gather(*(client.disconnect() for client in clients))
 
 
 async def next_message(client: MnemoQ, timeout: float = 5.0) -> Message:

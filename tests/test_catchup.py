@@ -10,7 +10,6 @@ import asyncio
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -35,38 +34,6 @@ async def collect(client: MnemoQ, count: int, timeout: float = 10.0) -> list[Mes
         return received
 
     return await asyncio.wait_for(read(), timeout)
-
-
-@pytest.fixture
-def control_prefix() -> str:
-    return f"mq5c-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def make_peer(make_client: Callable[..., Awaitable[MnemoQ]], control_prefix: str) -> Callable[..., Awaitable[MnemoQ]]:
-    """Factory of connected clients on the session broker that share this test's control prefix."""
-
-    async def make(**settings: Any) -> MnemoQ:
-        settings.setdefault("control_prefix", control_prefix)
-        return await make_client(**settings)
-
-    return make
-
-
-@pytest.fixture
-async def open_client() -> AsyncIterator[Callable[..., Awaitable[MnemoQ]]]:
-    """Factory of connected clients on a broker the test chooses, disconnected at teardown."""
-    clients: list[MnemoQ] = []
-
-    async def make(broker: Mosquitto, **settings: Any) -> MnemoQ:
-        client = MnemoQ(host=broker.host, port=broker.port, **settings)
-        await client.connect()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.disconnect()
 
 
 # -- reload ---------------------------------------------------------------

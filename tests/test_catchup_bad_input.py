@@ -162,11 +162,6 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
 
 
 @pytest.fixture
-def control_prefix() -> str:
-    return f"mq5c-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
 async def raw(broker: Mosquitto, control_prefix: str) -> AsyncIterator[RawPeer]:
     """A connected raw client that mnemoq5 clients see as a live peer."""
     peer = RawPeer(broker, control_prefix)
@@ -174,15 +169,6 @@ async def raw(broker: Mosquitto, control_prefix: str) -> AsyncIterator[RawPeer]:
     await peer.announce()
     yield peer
     await peer.close()
-
-
-@pytest.fixture
-def make_peer(make_client: Callable[..., Awaitable[MnemoQ]], control_prefix: str) -> Callable[..., Awaitable[MnemoQ]]:
-    async def make(**settings: Any) -> MnemoQ:
-        settings.setdefault("control_prefix", control_prefix)
-        return await make_client(**settings)
-
-    return make
 
 
 @pytest.fixture

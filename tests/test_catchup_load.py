@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from mnemoq5 import MnemoQ
 
-from .broker import Mosquitto
-
 PUBLISHERS = 20
 TOPICS_PER_PUBLISHER = 500
 LATE_CLIENTS = 20
-
-
-@pytest.fixture
-async def open_client() -> AsyncIterator[Callable[..., Awaitable[MnemoQ]]]:
-    """Factory of connected clients on a broker the test chooses, disconnected at teardown."""
-    clients: list[MnemoQ] = []
-
-    async def make(broker: Mosquitto, **settings: Any) -> MnemoQ:
-        client = MnemoQ(host=broker.host, port=broker.port, **settings)
-        await client.connect()
-        clients.append(client)
-        return client
-
-    yield make
-    await asyncio.gather(*(client.disconnect() for client in clients))
 
 
 @pytest.mark.slow

@@ -39,22 +39,6 @@ async def paho_messages_until(peer: PahoPeer, topic: str) -> list[Any]:
             return received
 
 
-@pytest.fixture
-def control_prefix() -> str:
-    return f"mq5d-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def make_peer(make_client: MakePeer, control_prefix: str) -> MakePeer:
-    """Factory of connected clients on the session broker that share this test's control prefix."""
-
-    async def make(**settings: Any) -> MnemoQ:
-        settings.setdefault("control_prefix", control_prefix)
-        return await make_client(**settings)
-
-    return make
-
-
 # -- deletion -------------------------------------------------------------------
 
 
