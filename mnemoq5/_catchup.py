@@ -20,14 +20,12 @@ from ._adapter import ConnectionLost, Incoming
 from ._control import (
     CHUNK_OVERHEAD,
     ControlTopics,
-    ReplyChunk,
-    ReplyEntry,
     Request,
-    decode_chunk,
     decode_presence,
+    decode_reply,
     decode_request,
     encode_chunk,
-    encode_entry_fields,
+    encode_entries,
     encode_request,
     split_into_chunks,
 )
@@ -36,7 +34,7 @@ from ._errors import EnvelopeError
 from ._message import Message
 from ._packet import publish_packet_size
 from ._ratelimit import RateLimitedWarning
-from ._store import Entry, Store
+from ._store import Store
 from ._topics import filter_matcher
 from ._wire import wrap
 
@@ -91,7 +89,8 @@ class CatchUpHost(Protocol):
     def broker_maximum_packet_size(self) -> int | None:
         """Return the Maximum Packet Size from the broker's CONNACK, or None."""
 
-    def apply_replayed(self, entry: ReplyEntry, reload: PendingReload) -> None: ...
+    def apply_replayed(self, messages: list[Message], reload: PendingReload) -> None:
+        """Apply the replayed messages of one reply chunk, in order."""
 
     def drop_malformed(self, topic: str, error: Exception) -> None: ...
 
@@ -262,37 +261,56 @@ class CatchUpEngine:
         if peer not in reload.expected or peer in reload.answered or peer in reload.failed:
             raise EnvelopeError(f"reply from {peer!r}, which this reload is not waiting for")
         try:
-            chunk = decode_chunk(incoming.payload)
-            self._check_chunk(reload, peer, chunk)
+            sequence, messages, end_count = decode_reply(incoming.payload)
+            self._check_chunk(reload, peer, sequence, messages, end_count)
         except EnvelopeError:
             reload.failed.add(peer)
             reload.check_done()
             raise
-        for entry in chunk.entries:
-            self._host.apply_replayed(entry, reload)
-        reload.received_count[peer] = reload.received_count.get(peer, 0) + len(chunk.entries)
-        reload.next_sequence[peer] = chunk.sequence + 1
-        if chunk.end_count is not None:
+        self._host.apply_replayed(messages, reload)
+        reload.received_count[peer] = reload.received_count.get(peer, 0) + len(messages)
+        reload.next_sequence[peer] = sequence + 1
+        if end_count is not None:
             reload.answered.add(peer)
             reload.check_done()
 
-    def _check_chunk(self, reload: PendingReload, peer: str, chunk: ReplyChunk) -> None:
+    def _check_chunk(
+        self, reload: PendingReload, peer: str, sequence: int, messages: list[Message], end_count: int | None
+    ) -> None:
         """Raise EnvelopeError unless the chunk is the next one and all its entries belong to the reload."""
         expected_sequence = reload.next_sequence.get(peer, 0)
-        if chunk.sequence != expected_sequence:
-            raise EnvelopeError(f"reply chunk {chunk.sequence} from {peer!r}, expected {expected_sequence}")
-        total = reload.received_count.get(peer, 0) + len(chunk.entries)
-        if chunk.end_count is not None and chunk.end_count != total:
+        if sequence != expected_sequence:
+            raise EnvelopeError(f"reply chunk {sequence} from {peer!r}, expected {expected_sequence}")
+        total = reload.received_count.get(peer, 0) + len(messages)
+        if end_count is not None and end_count != total:
             raise EnvelopeError(
-                f"reply from {peer!r} announced {chunk.end_count} entries but carried {total}; "
+                f"reply from {peer!r} announced {end_count} entries but carried {total}; "
                 "a responder counts the entries too large to send, so its reply is incomplete"
             )
         matches = filter_matcher(reload.topic_filter)
-        for entry in chunk.entries:
-            if not matches(entry.topic):
-                raise EnvelopeError(f"reply entry {entry.topic!r} is outside the filter {reload.topic_filter!r}")
-            if self._topics.contains(entry.topic):
-                raise EnvelopeError(f"reply entry {entry.topic!r} is a control topic")
+        may_be_control = self._filter_may_match_control(reload.topic_filter)
+        contains = self._topics.contains
+        for message in messages:
+            topic = message.topic
+            if not matches(topic):
+                raise EnvelopeError(f"reply entry {topic!r} is outside the filter {reload.topic_filter!r}")
+            if may_be_control and contains(topic):
+                raise EnvelopeError(f"reply entry {topic!r} is a control topic")
+
+    def _filter_may_match_control(self, topic_filter: str) -> bool:
+        """Return False when no topic under ``topic_filter`` can be a control topic.
+
+        A filter without '+' is a name, or a base followed by "/#" that matches the base
+        and the topics below it. Such a filter misses the control namespace (the prefix
+        and the topics below it) unless one of base and prefix lies at or below the other.
+        """
+        if "+" in topic_filter or topic_filter == "#":
+            return True
+        if not topic_filter.endswith("/#"):
+            return self._topics.contains(topic_filter)
+        base = topic_filter[:-2]
+        prefix = self._topics.prefix
+        return base == prefix or base.startswith(prefix + "/") or prefix.startswith(base + "/")
 
     # -- responder side -------------------------------------------------
 
@@ -370,31 +388,8 @@ class CatchUpEngine:
         All entries are encoded before the first chunk is sent, so the reply is one
         consistent view of the store even when values change while it is sent.
         """
-        now = time.time()
-        contains = self._topics.contains
-        encoded = []
-        for entry in self._store.matching(topic_filter):
-            if contains(entry.topic):
-                continue
-            expiry = _remaining_lifetime(entry, now)
-            if expiry == 0:
-                continue
-            stamp = entry.stamp
-            encoded.append(
-                encode_entry_fields(
-                    entry.topic,
-                    entry.payload,
-                    stamp.millis,
-                    stamp.counter,
-                    stamp.writer,
-                    entry.qos,
-                    entry.retain,
-                    entry.user_properties,
-                    entry.deleted,
-                    expiry,
-                )
-            )
-        return encoded
+        skip = self._topics.contains if self._filter_may_match_control(topic_filter) else None
+        return encode_entries(self._store.matching(topic_filter), time.time(), skip)
 
     def _reply_payload_limit(self, request: Request, reply_topic: str, correlation: bytes) -> int:
         """Return the largest chunk payload whose PUBLISH fits both Maximum Packet Sizes and MQTT's own limit."""
@@ -426,26 +421,3 @@ class CatchUpEngine:
 
 def _names_one_peer(request: Request) -> bool:
     return request.peers is not None and len(request.peers) == 1
-
-
-def _remaining_lifetime(entry: Entry, now: float) -> int | None:
-    if entry.expires_at is None:
-        return None
-    return max(0, int(entry.expires_at - now + 0.999))
-
-
-def entry_to_message(entry: ReplyEntry) -> Message:
-    # Positional arguments in the field order of Message: topic, payload, qos, retain,
-    # sender, user_properties, replayed, stamp, deleted, expiry. Keywords cost more.
-    return Message(
-        entry.topic,
-        entry.payload,
-        entry.qos,
-        entry.retain,
-        entry.stamp.writer,
-        list(entry.user_properties),
-        True,
-        entry.stamp,
-        entry.deleted,
-        entry.expiry,
-    )

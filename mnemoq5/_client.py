@@ -18,8 +18,8 @@ from typing import Any
 
 from . import _adapter
 from ._adapter import BrokerLimits, Connection, ConnectionLost, Incoming, Will
-from ._catchup import CatchUpEngine, PendingReload, entry_to_message
-from ._control import ControlTopics, ReplyEntry, encode_presence
+from ._catchup import CatchUpEngine, PendingReload
+from ._control import ControlTopics, encode_presence
 from ._envelope import KEY_ID, KEY_KIND, Envelope, Kind, encode_v5, validate_user_properties
 from ._errors import (
     ConnectError,
@@ -36,7 +36,7 @@ from ._message import Message
 from ._packet import publish_packet_size
 from ._ratelimit import RateLimitedWarning
 from ._snapshot import Snapshot
-from ._stamp import HybridClock, wall_clock_millis
+from ._stamp import HybridClock, Stamp, wall_clock_millis
 from ._store import Entry, MemoryStore, Store, StoreView
 from ._topics import (
     filter_matcher,
@@ -894,13 +894,7 @@ class MnemoQ:
         """Record ``message`` as the newest version of its topic unless a version as new is known."""
         assert message.stamp is not None
         if self._max_clock_skew_ms is not None and message.stamp.millis > wall_clock_millis() + self._max_clock_skew_ms:
-            self.drop_malformed(
-                message.topic,
-                EnvelopeError(
-                    f"stamp {message.stamp.to_text()} from {message.stamp.writer!r} is more than "
-                    f"{self._max_clock_skew_ms / 1000:g} s ahead of this machine's clock (max_clock_skew)"
-                ),
-            )
+            self._drop_skewed(message)
             return False
         self._clock.observe(message.stamp)
         newest = self._newest_known(message.topic)
@@ -911,25 +905,41 @@ class MnemoQ:
                 self._stats.stale_dropped += 1
             return False
         self._known[message.topic] = message
+        now = time.time()
         if message.expiry is not None:
-            self._received_at[message.topic] = time.time()
+            self._received_at[message.topic] = now
         else:
             self._received_at.pop(message.topic, None)
         if self._remember_received:
-            expires_at = None if message.expiry is None else time.time() + message.expiry
-            entry = Entry(
-                message.topic,
-                message.payload,
-                message.qos,
-                message.retain,
-                tuple(message.user_properties),
-                message.stamp,
-                deleted=message.deleted,
-                expires_at=expires_at,
-            )
-            self._store.put(entry)
-            self._expiry.track(entry)
+            self._remember(message, now)
         return True
+
+    def _drop_skewed(self, message: Message) -> None:
+        assert message.stamp is not None and self._max_clock_skew_ms is not None
+        self.drop_malformed(
+            message.topic,
+            EnvelopeError(
+                f"stamp {message.stamp.to_text()} from {message.stamp.writer!r} is more than "
+                f"{self._max_clock_skew_ms / 1000:g} s ahead of this machine's clock (max_clock_skew)"
+            ),
+        )
+
+    def _remember(self, message: Message, now: float) -> None:
+        """Store a received version that _accept found newest (remember="received")."""
+        assert message.stamp is not None
+        expires_at = None if message.expiry is None else now + message.expiry
+        entry = Entry(
+            message.topic,
+            message.payload,
+            message.qos,
+            message.retain,
+            tuple(message.user_properties),
+            message.stamp,
+            deleted=message.deleted,
+            expires_at=expires_at,
+        )
+        self._store.put(entry)
+        self._expiry.track(entry)
 
     # -- catch-up ---------------------------------------------------------
 
@@ -973,23 +983,27 @@ class MnemoQ:
 
     def _snapshot_messages(self, topic_filter: str) -> dict[str, Message]:
         matches = filter_matcher(topic_filter)
-        topics = {topic for topic in self._known if matches(topic)}
-        topics.update(entry.topic for entry in self._store.matching(topic_filter))
-        messages = {}
+        own = {entry.topic: entry for entry in self._store.matching(topic_filter)}
         now = time.time()
-        for topic in sorted(topics):
-            if self._store.get(topic) is None:
-                # Only a received version exists: _newest_known returns it, and it can
-                # have expired only when it carries a lifetime.
-                newest = self._known.get(topic)
-                if newest is None or newest.deleted or (newest.expiry is not None and self._has_expired(newest, now)):
+        received_at = self._received_at
+        found: list[tuple[str, Message]] = []
+        for topic, newest in self._known.items():
+            if topic in own or not matches(topic) or newest.deleted:
+                continue
+            # Only a received version exists: _newest_known returns it, and it can have
+            # expired only when it carries a lifetime, counted from its arrival.
+            if newest.expiry is not None:
+                arrived = received_at.get(topic)
+                if arrived is not None and arrived + newest.expiry <= now:
                     continue
-            else:
-                newest = self._newest_known(topic)
-                if newest is None or newest.deleted or self._has_expired(newest, now):
-                    continue
-            messages[topic] = newest
-        return messages
+            found.append((topic, newest))
+        for topic in own:
+            stored = self._newest_known(topic)
+            if stored is None or stored.deleted or self._has_expired(stored, now):
+                continue
+            found.append((topic, stored))
+        found.sort(key=_first)
+        return dict(found)
 
     def _has_expired(self, message: Message, now: float) -> bool:
         own = self._store.get(message.topic)
@@ -1061,14 +1075,56 @@ class MnemoQ:
 
     # -- the interface the catch-up engine uses --------------------------
 
-    def apply_replayed(self, entry: ReplyEntry, reload: PendingReload) -> None:
-        """Apply a replayed entry; it reaches messages() when its reload ends, if still the newest."""
-        message = entry_to_message(entry)
-        if not self._accept(message):
-            return
-        if reload.deliver:
-            self._held_replays[entry.topic] = message
-            reload.touched.add(entry.topic)
+    def apply_replayed(self, messages: list[Message], reload: PendingReload) -> None:
+        """Apply replayed messages; each reaches messages() when its reload ends, if still the newest.
+
+        This is _accept for a whole reply chunk: the same checks and counters per
+        message, with the clock read once and advanced once for the chunk.
+        """
+        skew = self._max_clock_skew_ms
+        latest = None if skew is None else wall_clock_millis() + skew
+        known = self._known
+        store_get = self._store.get
+        store_empty = len(self._store) == 0
+        received_at = self._received_at
+        remember = self._remember_received
+        held = self._held_replays if reload.deliver else None
+        touched = reload.touched
+        now = time.time()
+        top: Stamp | None = None
+        for message in messages:
+            stamp = message.stamp
+            assert stamp is not None
+            if latest is not None and stamp.millis > latest:
+                self._drop_skewed(message)
+                continue
+            if top is None or stamp.millis > top.millis or (stamp.millis == top.millis and stamp.counter > top.counter):
+                top = stamp
+            topic = message.topic
+            current = known.get(topic)
+            own = None if store_empty else store_get(topic)
+            newest = current.stamp if current is not None else None
+            if own is not None and (newest is None or own.stamp > newest):
+                newest = own.stamp
+            if newest is not None and not stamp > newest:
+                if stamp == newest:
+                    self._stats.duplicates_dropped += 1
+                else:
+                    self._stats.stale_dropped += 1
+                continue
+            known[topic] = message
+            if message.expiry is not None:
+                received_at[topic] = now
+            elif received_at:
+                received_at.pop(topic, None)
+            if remember:
+                self._remember(message, now)
+                store_empty = False
+            if held is not None:
+                held[topic] = message
+                touched.add(topic)
+        if top is not None:
+            self._clock.observe(top)
 
     def _release_replays(self, reload: PendingReload) -> None:
         """Queue the newest replayed version of each topic the reload touched.
@@ -1076,11 +1132,19 @@ class MnemoQ:
         Holding replays until the reload ends means an older value from one peer never
         reaches the application just before a newer value or a deletion from another.
         """
+        held = self._held_replays
+        matchers = [filter_matcher(subscription.topic_filter) for subscription in self._subscriptions.values()]
+        if not matchers:
+            # Nothing can be queued: only forget what the reload held.
+            for topic in reload.touched:
+                held.pop(topic, None)
+            return
+        known = self._known
         for topic in sorted(reload.touched):
-            message = self._held_replays.pop(topic, None)
-            if message is None or self._known.get(topic) is not message:
+            message = held.pop(topic, None)
+            if message is None or known.get(topic) is not message:
                 continue
-            if any(topic_matches(subscription.topic_filter, topic) for subscription in self._subscriptions.values()):
+            if any(matches(topic) for matches in matchers):
                 self._queue.put_nowait(message)
 
     async def control_send(
@@ -1119,6 +1183,10 @@ class MnemoQ:
 
     def broker_maximum_packet_size(self) -> int | None:
         return self._limits.maximum_packet_size if self._limits else None
+
+
+def _first(pair: tuple[str, Message]) -> str:
+    return pair[0]
 
 
 def _entry_message(entry: Entry) -> Message:

@@ -7,15 +7,18 @@ duplicate keys to resolve. The schemas in CDDL are in spec/protocol.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cbor2
 
 from ._envelope import RESERVED_PREFIX, UserProperties
 from ._errors import EnvelopeError, InvalidTopicError
+from ._message import Message, replayed_message
 from ._stamp import MAX_COUNTER, MAX_MILLIS, Stamp
-from ._topics import validate_topic_filter, validate_topic_name
+from ._store import Entry
+from ._topics import MAX_TOPIC_BYTES, validate_topic_filter, validate_topic_name
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -27,8 +30,10 @@ __all__ = [
     "decode_request",
     "encode_entry",
     "encode_entry_fields",
+    "encode_entries",
     "encode_chunk",
     "decode_chunk",
+    "decode_reply",
     "split_into_chunks",
     "encode_presence",
     "decode_presence",
@@ -196,24 +201,117 @@ def encode_entry_fields(
     The encoding is written out here because one cbor2.dumps call per entry cost
     about as much as the rest of a reply. Every item uses the shortest head, as
     cbor2 does: text and byte strings, unsigned integers, booleans, null and arrays.
+    Heads of values below 256 come from tables, and the encoded writer of recent
+    stamps from a small cache, because most entries of a reply share one writer.
     """
     topic_bytes = topic.encode("utf-8")
-    writer_bytes = writer.encode("utf-8")
-    extended = deleted or expiry is not None
-    parts = [
-        b"\x8a" if extended else b"\x88",
-        _cbor_head(3, len(topic_bytes)),
+    topic_length = len(topic_bytes)
+    payload_length = len(payload)
+    writer_encoded = _WRITER_CACHE.get(writer)
+    if writer_encoded is None:
+        writer_bytes = writer.encode("utf-8")
+        writer_encoded = _cbor_head(3, len(writer_bytes)) + writer_bytes
+        if len(_WRITER_CACHE) >= _WRITER_CACHE_SIZE:
+            _WRITER_CACHE.clear()
+        _WRITER_CACHE[writer] = writer_encoded
+    if user_properties or qos > 2:
+        tail = _cbor_head(0, qos) + (_CBOR_TRUE if retain else _CBOR_FALSE) + _encode_properties(user_properties)
+    else:
+        tail = _TAILS[qos + 3 if retain else qos]
+    parts = (
+        b"\x8a" if deleted or expiry is not None else b"\x88",
+        _HEADS_TEXT[topic_length] if topic_length < 256 else _cbor_head(3, topic_length),
         topic_bytes,
-        _cbor_head(2, len(payload)),
+        _HEADS_BYTES[payload_length] if payload_length < 256 else _cbor_head(2, payload_length),
         payload,
-        _cbor_head(0, millis),
-        _cbor_head(0, counter),
-        _cbor_head(3, len(writer_bytes)),
-        writer_bytes,
-        _cbor_head(0, qos),
-        _CBOR_TRUE if retain else _CBOR_FALSE,
-        _cbor_head(4, len(user_properties)),
-    ]
+        # Milliseconds since 1970 take the 8-byte form until the year 2106.
+        _pack_uint64(27, millis) if 2**32 <= millis < 2**64 else _cbor_head(0, millis),
+        _HEADS_UINT[counter] if counter < 256 else _cbor_head(0, counter),
+        writer_encoded,
+        tail,
+    )
+    if deleted or expiry is not None:
+        extension = (_CBOR_TRUE if deleted else _CBOR_FALSE) + (
+            _CBOR_NULL if expiry is None else _cbor_head(0, expiry)
+        )
+        return b"".join(parts) + extension
+    return b"".join(parts)
+
+
+def encode_entries(entries: Iterable[Entry], now: float, skip: Callable[[str], bool] | None = None) -> list[bytes]:
+    """Encode stored entries for a reply, as encode_entry_fields does one by one.
+
+    An entry whose topic ``skip`` returns True for is left out, and so is an entry that
+    has expired at ``now`` (seconds since the epoch). The expiry sent is the remaining
+    lifetime in whole seconds, rounded up. Entries without a lifetime, deletion or user
+    properties are encoded inline, which saves a call per entry.
+    """
+    encoded: list[bytes] = []
+    append = encoded.append
+    join = b"".join
+    writers = _WRITER_CACHE
+    heads_text = _HEADS_TEXT
+    heads_bytes = _HEADS_BYTES
+    heads_uint = _HEADS_UINT
+    tails = _TAILS
+    pack_uint64 = _pack_uint64
+    for entry in entries:
+        topic = entry.topic
+        if skip is not None and skip(topic):
+            continue
+        stamp = entry.stamp
+        expires_at = entry.expires_at
+        if expires_at is not None:
+            expiry = max(0, int(expires_at - now + 0.999))
+            if expiry == 0:
+                continue
+        elif not entry.deleted and not entry.user_properties and entry.qos <= 2:
+            writer_encoded = writers.get(stamp.writer)
+            millis = stamp.millis
+            counter = stamp.counter
+            if writer_encoded is not None and 2**32 <= millis < 2**64 and counter < 256:
+                topic_bytes = topic.encode("utf-8")
+                topic_length = len(topic_bytes)
+                payload = entry.payload
+                payload_length = len(payload)
+                append(
+                    join(
+                        (
+                            b"\x88",
+                            heads_text[topic_length] if topic_length < 256 else _cbor_head(3, topic_length),
+                            topic_bytes,
+                            heads_bytes[payload_length] if payload_length < 256 else _cbor_head(2, payload_length),
+                            payload,
+                            pack_uint64(27, millis),
+                            heads_uint[counter],
+                            writer_encoded,
+                            tails[entry.qos + 3 if entry.retain else entry.qos],
+                        )
+                    )
+                )
+                continue
+            expiry = None
+        else:
+            expiry = None
+        append(
+            encode_entry_fields(
+                topic,
+                entry.payload,
+                stamp.millis,
+                stamp.counter,
+                stamp.writer,
+                entry.qos,
+                entry.retain,
+                entry.user_properties,
+                entry.deleted,
+                expiry,
+            )
+        )
+    return encoded
+
+
+def _encode_properties(user_properties: UserProperties) -> bytes:
+    parts = [_cbor_head(4, len(user_properties))]
     for key, value in user_properties:
         key_bytes = key.encode("utf-8")
         value_bytes = value.encode("utf-8")
@@ -222,9 +320,6 @@ def encode_entry_fields(
         parts.append(key_bytes)
         parts.append(_cbor_head(3, len(value_bytes)))
         parts.append(value_bytes)
-    if extended:
-        parts.append(_CBOR_TRUE if deleted else _CBOR_FALSE)
-        parts.append(_CBOR_NULL if expiry is None else _cbor_head(0, expiry))
     return b"".join(parts)
 
 
@@ -249,6 +344,17 @@ def _cbor_head(major: int, value: int) -> bytes:
     if value < 2**32:
         return bytes([major << 5 | 26]) + value.to_bytes(4, "big")
     return bytes([major << 5 | 27]) + value.to_bytes(8, "big")
+
+
+# Heads of the values below 256 for unsigned integers, byte strings and text strings.
+_HEADS_UINT = [_cbor_head(0, value) for value in range(256)]
+_HEADS_BYTES = [_cbor_head(2, value) for value in range(256)]
+_HEADS_TEXT = [_cbor_head(3, value) for value in range(256)]
+# QoS, retain flag and an empty array of user properties, indexed by qos + 3 * retain.
+_TAILS = [bytes([qos]) + flag + b"\x80" for flag in (_CBOR_FALSE, _CBOR_TRUE) for qos in range(3)]
+_pack_uint64 = struct.Struct(">BQ").pack
+_WRITER_CACHE: dict[str, bytes] = {}
+_WRITER_CACHE_SIZE = 256
 
 
 # The largest chunk header: a 3-array, a uint64 sequence, an array head, a uint64 count.
@@ -291,6 +397,66 @@ def decode_chunk(data: bytes) -> ReplyChunk:
     entries = tuple(_decode_entry(raw, index) for index, raw in enumerate(raw_entries))
     end_count = None if fields[2] is None else _expect_uint(fields[2], "chunk end count")
     return ReplyChunk(sequence, entries, end_count)
+
+
+def decode_reply(data: bytes) -> tuple[int, list[Message], int | None]:
+    """Decode a reply chunk straight into replayed Messages: (sequence, messages, end count).
+
+    It accepts and rejects exactly what decode_chunk does, with the same errors. The
+    common entry (8 fields, no user properties, an ASCII topic) is checked and built
+    inline, without a ReplyEntry; every other entry takes decode_chunk's path.
+    """
+    fields = _expect_array(_loads(data, "reply chunk"), "reply chunk", (3,))
+    sequence = _expect_uint(fields[0], "chunk sequence")
+    raw_entries = fields[1]
+    if not isinstance(raw_entries, list):
+        raise EnvelopeError("chunk entries must be an array")
+    messages: list[Message] = []
+    append = messages.append
+    for index, raw in enumerate(raw_entries):
+        if type(raw) is list and len(raw) == 8:
+            topic, payload, millis, counter, writer, qos, retain, properties = raw
+            if (
+                type(topic) is str
+                and type(payload) is bytes
+                and type(millis) is int
+                and type(counter) is int
+                and type(writer) is str
+                and type(qos) is int
+                and type(retain) is bool
+                and type(properties) is list
+                and not properties
+                and 0 <= millis <= MAX_MILLIS
+                and 0 <= counter <= MAX_COUNTER
+                and 0 <= qos <= 2
+                and writer
+                # The fast path of validate_topic_name.
+                and topic.isascii()
+                and 0 < len(topic) <= MAX_TOPIC_BYTES
+                and "\x00" not in topic
+                and "+" not in topic
+                and "#" not in topic
+            ):
+                append(replayed_message(topic, payload, millis, counter, writer, qos, retain, [], False, None))
+                continue
+        entry = _decode_entry(raw, index)
+        stamp = entry.stamp
+        append(
+            replayed_message(
+                entry.topic,
+                entry.payload,
+                stamp.millis,
+                stamp.counter,
+                stamp.writer,
+                entry.qos,
+                entry.retain,
+                list(entry.user_properties),
+                entry.deleted,
+                entry.expiry,
+            )
+        )
+    end_count = None if fields[2] is None else _expect_uint(fields[2], "chunk end count")
+    return sequence, messages, end_count
 
 
 def _decode_entry(raw: object, index: int) -> ReplyEntry:

@@ -109,6 +109,12 @@ class MemoryStore(Store):
     def topics(self) -> Iterator[str]:
         return iter(self._entries)
 
+    def matching(self, topic_filter: str) -> Iterator[Entry]:
+        # The entries are collected at once, which is what the default does with the
+        # topics, without a get() per topic.
+        matches = filter_matcher(topic_filter)
+        return iter([entry for topic, entry in self._entries.items() if matches(topic)])
+
     def __len__(self) -> int:
         return len(self._entries)
 
