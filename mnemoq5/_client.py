@@ -37,7 +37,7 @@ from ._packet import publish_packet_size
 from ._ratelimit import RateLimitedWarning
 from ._snapshot import Snapshot
 from ._stamp import HybridClock, Stamp, wall_clock_millis
-from ._store import Entry, MemoryStore, Store, StoreView
+from ._store import Entry, MemoryStore, Store, StoreView, filter_base
 from ._topics import (
     filter_matcher,
     is_shared_filter,
@@ -986,9 +986,21 @@ class MnemoQ:
         own = {entry.topic: entry for entry in self._store.matching(topic_filter)}
         now = time.time()
         received_at = self._received_at
-        found: list[tuple[str, Message]] = []
-        for topic, newest in self._known.items():
-            if topic in own or not matches(topic) or newest.deleted:
+        found: dict[str, Message] = {}
+        base = filter_base(topic_filter)
+        if base is not None:
+            head = base + "/"
+            candidates = [
+                (topic, newest)
+                for topic, newest in self._known.items()
+                if (topic.startswith(head) or topic == base) and topic not in own
+            ]
+        else:
+            candidates = [
+                (topic, newest) for topic, newest in self._known.items() if matches(topic) and topic not in own
+            ]
+        for topic, newest in candidates:
+            if newest.deleted:
                 continue
             # Only a received version exists: _newest_known returns it, and it can have
             # expired only when it carries a lifetime, counted from its arrival.
@@ -996,14 +1008,13 @@ class MnemoQ:
                 arrived = received_at.get(topic)
                 if arrived is not None and arrived + newest.expiry <= now:
                     continue
-            found.append((topic, newest))
+            found[topic] = newest
         for topic in own:
             stored = self._newest_known(topic)
             if stored is None or stored.deleted or self._has_expired(stored, now):
                 continue
-            found.append((topic, stored))
-        found.sort(key=_first)
-        return dict(found)
+            found[topic] = stored
+        return {topic: found[topic] for topic in sorted(found)}
 
     def _has_expired(self, message: Message, now: float) -> bool:
         own = self._store.get(message.topic)
@@ -1136,8 +1147,11 @@ class MnemoQ:
         matchers = [filter_matcher(subscription.topic_filter) for subscription in self._subscriptions.values()]
         if not matchers:
             # Nothing can be queued: only forget what the reload held.
-            for topic in reload.touched:
-                held.pop(topic, None)
+            if held.keys() == reload.touched:
+                held.clear()
+            else:
+                for topic in reload.touched:
+                    held.pop(topic, None)
             return
         known = self._known
         for topic in sorted(reload.touched):
@@ -1183,10 +1197,6 @@ class MnemoQ:
 
     def broker_maximum_packet_size(self) -> int | None:
         return self._limits.maximum_packet_size if self._limits else None
-
-
-def _first(pair: tuple[str, Message]) -> str:
-    return pair[0]
 
 
 def _entry_message(entry: Entry) -> Message:

@@ -13,6 +13,18 @@ from ._topics import filter_matcher
 __all__ = ["Entry", "Store", "MemoryStore", "StoreView"]
 
 
+def filter_base(topic_filter: str) -> str | None:
+    """Return ``base`` for a filter ``base/#`` without '+', else None.
+
+    Such a filter matches the topic ``base`` and every topic that starts with
+    ``base + "/"`` (MQTT v5 section 4.7.1.2), so loops over many topics can test
+    that with str.startswith instead of calling a matcher per topic.
+    """
+    if topic_filter.endswith("/#") and "+" not in topic_filter:
+        return topic_filter[:-2]
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """The newest known version of one topic."""
@@ -112,6 +124,10 @@ class MemoryStore(Store):
     def matching(self, topic_filter: str) -> Iterator[Entry]:
         # The entries are collected at once, which is what the default does with the
         # topics, without a get() per topic.
+        base = filter_base(topic_filter)
+        if base is not None:
+            head = base + "/"
+            return iter([entry for topic, entry in self._entries.items() if topic.startswith(head) or topic == base])
         matches = filter_matcher(topic_filter)
         return iter([entry for topic, entry in self._entries.items() if matches(topic)])
 
