@@ -434,12 +434,13 @@ def collector_paused() -> Iterator[None]:
     """Pause CPython's cyclic garbage collector for a block that builds many objects.
 
     A reply chunk of a few thousand entries allocates a few objects per entry, none of
-    them in a reference cycle. Each 700 allocations start a collection of the youngest
-    generation, and every tenth of those a collection of the middle one; after enough
-    of them a full collection walks every object of the process, which took longer
-    than decoding the whole chunk. Paused, the allocations of the block lead to one
-    young collection afterwards. The collector is left as it was found, so an
-    application that turned it off keeps it off.
+    them in a reference cycle. With CPython's default thresholds, every 700 allocations
+    start a collection of the youngest generation, and every tenth of those a
+    collection of the middle one. After enough of them a full collection walks every
+    object of the process, and in a 10,000-topic reload that took longer than decoding
+    the whole chunk. Paused, the allocations of the block lead to one young collection
+    afterwards. The collector is left as it was found, so an application that turned
+    it off keeps it off.
     """
     if not gc.isenabled():
         yield

@@ -79,8 +79,8 @@ def replayed_message(
     The result is ``Message(topic, payload, qos, retain, writer, user_properties,
     True, Stamp(millis, counter, writer), deleted, expiry)``.
 
-    The frozen dataclasses' generated ``__init__`` sets each field through
-    ``object.__setattr__``; setting the slots through their descriptors builds the
+    The generated ``__init__`` of a frozen dataclass sets each field through
+    ``object.__setattr__``. Setting the slots through their descriptors builds the
     same objects in half the time, which counts when a catch-up builds thousands.
     """
     stamp = _new(Stamp)
