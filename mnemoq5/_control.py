@@ -7,6 +7,8 @@ duplicate keys to resolve. The schemas in CDDL are in spec/protocol.md.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -373,19 +375,19 @@ def split_into_chunks(encoded_entries: Iterable[bytes], max_payload: int) -> Ite
     """Group encoded entries so each chunk payload stays within ``max_payload`` bytes.
 
     An entry that alone exceeds the limit is yielded in a chunk of its own; the caller
-    must check its size and skip it.
+    must check its size and skip it. Each chunk takes as many of the following entries
+    as fit, found by bisecting the running total of their sizes.
     """
     budget = max_payload - CHUNK_OVERHEAD
-    chunk: list[bytes] = []
-    size = 0
-    for encoded in encoded_entries:
-        if chunk and size + len(encoded) > budget:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(encoded)
-        size += len(encoded)
-    if chunk:
-        yield chunk
+    entries = list(encoded_entries)
+    ends = list(itertools.accumulate(map(len, entries)))
+    start = 0
+    before = 0
+    while start < len(entries):
+        stop = max(start + 1, bisect.bisect_right(ends, before + budget, start))
+        yield entries[start:stop]
+        before = ends[stop - 1]
+        start = stop
 
 
 def decode_chunk(data: bytes) -> ReplyChunk:
