@@ -36,8 +36,8 @@ from ._errors import EnvelopeError
 from ._message import Message
 from ._packet import publish_packet_size
 from ._ratelimit import RateLimitedWarning
-from ._store import Store, filter_base
-from ._topics import filter_matcher
+from ._store import Store
+from ._topics import filter_base, filter_matcher
 from ._wire import wrap
 
 __all__ = ["CatchUpEngine", "CatchUpHost", "PendingReload"]

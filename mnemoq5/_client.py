@@ -37,8 +37,9 @@ from ._packet import publish_packet_size
 from ._ratelimit import RateLimitedWarning
 from ._snapshot import Snapshot
 from ._stamp import HybridClock, Stamp, wall_clock_millis
-from ._store import Entry, MemoryStore, Store, StoreView, filter_base
+from ._store import Entry, MemoryStore, Store, StoreView
 from ._topics import (
+    filter_base,
     filter_matcher,
     is_shared_filter,
     topic_matches,

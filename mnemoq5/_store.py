@@ -8,21 +8,9 @@ from dataclasses import dataclass
 
 from ._envelope import UserProperties
 from ._stamp import Stamp
-from ._topics import filter_matcher
+from ._topics import filter_base, filter_matcher
 
 __all__ = ["Entry", "Store", "MemoryStore", "StoreView"]
-
-
-def filter_base(topic_filter: str) -> str | None:
-    """Return ``base`` for a filter ``base/#`` without '+', else None.
-
-    Such a filter matches the topic ``base`` and every topic that starts with
-    ``base + "/"`` (MQTT v5 section 4.7.1.2), so loops over many topics can test
-    that with str.startswith instead of calling a matcher per topic.
-    """
-    if topic_filter.endswith("/#") and "+" not in topic_filter:
-        return topic_filter[:-2]
-    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ __all__ = [
     "validate_topic_filter",
     "topic_matches",
     "filter_matcher",
+    "filter_base",
     "is_shared_filter",
 ]
 
@@ -163,3 +164,15 @@ def filter_matcher(topic_filter: str) -> Callable[[str], bool]:
         return topic.startswith(base) and (len(topic) == base_length or topic[base_length] == "/")
 
     return matches_prefix
+
+
+def filter_base(topic_filter: str) -> str | None:
+    """Return ``base`` for a filter ``base/#`` without '+', else None.
+
+    Such a filter matches the topic ``base`` and every topic that starts with
+    ``base + "/"`` (MQTT v5 section 4.7.1.2), so loops over many topics can test
+    that with str.startswith instead of calling a matcher per topic.
+    """
+    if topic_filter.endswith("/#") and "+" not in topic_filter:
+        return topic_filter[:-2]
+    return None
