@@ -26,6 +26,7 @@ from ._errors import (
     EnvelopeError,
     InvalidArgumentError,
     InvalidTopicError,
+    MnemoqError,
     NotConnectedError,
     PacketTooLargeError,
     StoreError,
@@ -233,9 +234,7 @@ class MnemoQ:
 
         self._store = store if store is not None else MemoryStore()
         self._clock = HybridClock(client_id)
-        newest = self._store.newest_stamp()
-        if newest is not None:
-            self._clock.observe(newest)
+        self._seed_clock()
 
         self._state = ConnectionState.NEW
         self._connection: Connection | None = None
@@ -262,6 +261,36 @@ class MnemoQ:
             if stored is not None:
                 self._expiry.track(stored)
         self._stats = Stats()
+
+    def _seed_clock(self) -> None:
+        """Start the clock after the newest stamp in the store, unless that stamp is implausible.
+
+        A stamp further ahead of the wall clock than ``max_clock_skew`` (kept by an
+        older version, or received with the check off) would pin this writer's clock.
+        """
+        newest = self._store.newest_stamp()
+        if newest is None:
+            return
+        limit = self._max_clock_skew_ms
+        if limit is not None and newest.millis > wall_clock_millis() + limit:
+            logger.warning(
+                "the store contains stamp %s from %r, more than %g s ahead of this machine's clock; "
+                "the clock starts from the wall clock instead",
+                newest.to_text(),
+                newest.writer,
+                limit / 1000,
+            )
+            return
+        self._clock.observe(newest)
+
+    def _next_stamp(self) -> Stamp:
+        try:
+            return self._clock.next_stamp()
+        except OverflowError as error:
+            raise MnemoqError(
+                f"cannot stamp a new value: {error}; the store or a peer carried a stamp at the end of the "
+                "range, which only happens with max_clock_skew=None"
+            ) from None
 
     # -- properties -------------------------------------------------------
 
@@ -628,7 +657,7 @@ class MnemoQ:
         _check_expiry(expiry)
         connection = self._require_connection("publish")
 
-        stamp = self._clock.next_stamp()
+        stamp = self._next_stamp()
         expires_at = None if expiry is None else time.time() + expiry
         entry = Entry(topic, data, qos, bool(retain), properties, stamp, expires_at=expires_at)
         return await self._store_and_send(entry, connection)
@@ -652,7 +681,7 @@ class MnemoQ:
         if retain is None:
             previous = self._store.get(topic)
             retain = previous is not None and previous.retain and not previous.deleted
-        tombstone = Entry(topic, b"", qos, retain, (), self._clock.next_stamp(), deleted=True)
+        tombstone = Entry(topic, b"", qos, retain, (), self._next_stamp(), deleted=True)
         return await self._store_and_send(tombstone, connection)
 
     async def _store_and_send(self, entry: Entry, connection: Connection | None) -> Entry:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mnemoq5 import InvalidArgumentError, MnemoQ, PacketTooLargeError
+from mnemoq5 import Entry, InvalidArgumentError, MnemoQ, PacketTooLargeError, SqliteStore, Stamp
 
 from .broker import Mosquitto
 from .helpers import wait_until
@@ -198,3 +198,19 @@ async def test_surrogate_payload_rejected(make_client: Any, topic_root: str) -> 
         await client.publish(topic, "bad \ud800", qos=1)
 
     assert client.store[topic].payload == b"kept"
+
+
+async def test_stored_future_stamp_ignored(broker: Mosquitto, tmp_path: Any, topic_root: str) -> None:
+    path = tmp_path / "poisoned.db"
+    with SqliteStore(path) as store:
+        store.put(Entry(f"{topic_root}/far", b"x", 1, False, (), Stamp(2**64 - 1, 2**32 - 1, "forger")))
+    store = SqliteStore(path)
+    client = MnemoQ(host=broker.host, port=broker.port, store=store)
+    await client.connect()
+    try:
+        entry = await client.publish(f"{topic_root}/after", b"ok", qos=1)
+
+        assert entry.stamp.millis < time.time() * 1000 + 60_000
+    finally:
+        await client.disconnect()
+        store.close()
