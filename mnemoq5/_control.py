@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -264,7 +265,7 @@ def encode_entries(entries: Iterable[Entry], now: float, skip: Callable[[str], b
         stamp = entry.stamp
         expires_at = entry.expires_at
         if expires_at is not None:
-            expiry = max(0, int(expires_at - now + 0.999))
+            expiry = max(0, math.ceil(expires_at - now))
             if expiry == 0:
                 continue
         elif not entry.deleted and not entry.user_properties and entry.qos <= 2:

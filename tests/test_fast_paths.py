@@ -522,9 +522,8 @@ def test_encode_entries_matches_cbor2(rows: list[tuple[tuple[Any, ...], float | 
     for entry in entries:
         expiry = None
         if entry.expires_at is not None:
-            # Whole seconds, rounded as encode_entries does. test_encode_entries_rounds_expiry_up
-            # shows where that differs from math.ceil.
-            expiry = max(0, int(entry.expires_at - now + 0.999))
+            # Whole seconds, rounded up.
+            expiry = max(0, math.ceil(entry.expires_at - now))
             if expiry == 0:
                 continue
         stamp = entry.stamp
@@ -553,11 +552,6 @@ def test_encode_entries_skips_topics() -> None:
     assert [cbor2.loads(item)[0] for item in encoded] == ["t/0", "t/2", "t/3", "t/5"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="encode_entries rounds the remaining lifetime with int(x + 0.999), not math.ceil, so a fraction "
-    "below 1 ms is rounded down and a lifetime of 0.0005 s counts as expired",
-)
 def test_encode_entries_rounds_expiry_up() -> None:
     entries = [
         _store_entry(("t/a", b"x", 2**40, 0, "w", 0, False, (), False, None), 1.0005),
