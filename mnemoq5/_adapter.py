@@ -302,7 +302,7 @@ class Connection:
             await asyncio.gather(connect, return_exceptions=True)
             await self._abort()
             if not done:
-                # NOTE: amqtt answers a v5 CONNECT with CONNACK 0x01 and closes at once;
+                # NOTE: amqtt replies to a v5 CONNECT with CONNACK 0x01 and closes at once;
                 # gmqtt 0.8 then loses the CONNACK and does not notice the close, so this
                 # case ends at the timeout instead of raising ProtocolVersionError.
                 raise ConnectError(
@@ -336,7 +336,7 @@ class Connection:
         raise ConnectError(host, port, f"{type(error).__name__}: {error}") from None
 
     def _raise_if_downgraded(self, host: str, port: int) -> None:
-        # gmqtt answers a CONNACK of 0x01 to a v5 CONNECT by switching the process to
+        # gmqtt handles a CONNACK of 0x01 to a v5 CONNECT by switching the process to
         # MQTT 3.1.1 and retrying. mnemoq5 never downgrades silently.
         if self._client._connection_state.protocol_version != self._protocol_version:
             raise ProtocolVersionError(host, port, _unsupported_version_text(self._protocol_version))

@@ -59,7 +59,7 @@ MAX_DEFERRAL = 30.0
 
 
 class CatchUpHost(Protocol):
-    """What the catch-up engine needs from the client."""
+    """The interface of the client that the catch-up engine calls."""
 
     @property
     def client_id(self) -> str: ...
@@ -222,7 +222,7 @@ class CatchUpEngine:
                 if not group:
                     continue
                 # The request names its peers, so a peer whose presence has not reached
-                # this client yet does not send a reply that nobody waits for.
+                # this client yet does not send a reply that no reload waits for.
                 request = Request(topic_filter, self._host.own_maximum_packet_size(), frozenset(group))
                 await self._host.control_send(
                     self._topics.request,
@@ -356,7 +356,7 @@ class CatchUpEngine:
 
     async def _send_reply(self, request: Request, reply_topic: str, correlation: bytes, wait: float) -> None:
         if wait > 0:
-            # The requester sent more than REQUEST_BURST requests: answer at REQUEST_RATE.
+            # The requester sent more than REQUEST_BURST requests: reply at REQUEST_RATE.
             await asyncio.sleep(wait)
         if self._reply_jitter > 0 and not _names_one_peer(request):
             # Spread the replies of many peers so they do not reach the broker at once.

@@ -145,7 +145,7 @@ class MnemoQ:
       reply at once.
     - ``remember``: ``"published"`` (the default) keeps what this client publishes;
       ``"received"`` also keeps the newest value of everything it receives under its
-      subscriptions and answers catch-up for it, so values outlive their publisher.
+      subscriptions and replies to catch-up requests for it, so values outlive their publisher.
     - ``tombstone_retention``: seconds a deletion is remembered before it is pruned,
       default 86400 (one day).
     - ``compat``: speak MQTT 3.1.1 and carry the envelope in a payload prefix, for

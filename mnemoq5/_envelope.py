@@ -60,7 +60,7 @@ _KINDS_BY_VALUE = {kind.value: kind for kind in Kind}
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """What a received PUBLISH carries beside its payload.
+    """The identity, kind, stamp and application properties of a received PUBLISH.
 
     ``sender`` and ``kind`` are None for a message from a plain MQTT publisher.
     """
@@ -142,7 +142,7 @@ def decode_v5(properties: object) -> Envelope:
 
     A list without any reserved key is a plain MQTT message (sender None). A list with
     reserved keys must carry ``mnemoq5:id`` and ``mnemoq5:kind`` exactly once each, and
-    ``mnemoq5:stamp`` exactly once for kinds that carry a stamp; duplicates are
+    ``mnemoq5:stamp`` exactly once for kinds that carry a stamp. Duplicates are
     rejected even when their values agree. Unknown keys under the reserved prefix are
     rejected too, so a newer protocol never passes silently for this one.
     """
