@@ -391,14 +391,20 @@ def split_into_chunks(encoded_entries: Iterable[bytes], max_payload: int) -> Ite
         start = stop
 
 
-def decode_chunk(data: bytes) -> ReplyChunk:
+def _decode_chunk_frame(data: bytes) -> tuple[int, list[object], int | None]:
+    """Decode a chunk's sequence, raw entries and end count; the entries are checked by the caller."""
     fields = _expect_array(_loads(data, "reply chunk"), "reply chunk", (3,))
     sequence = _expect_uint(fields[0], "chunk sequence")
     raw_entries = fields[1]
     if not isinstance(raw_entries, list):
         raise EnvelopeError("chunk entries must be an array")
-    entries = tuple(_decode_entry(raw, index) for index, raw in enumerate(raw_entries))
     end_count = None if fields[2] is None else _expect_uint(fields[2], "chunk end count")
+    return sequence, raw_entries, end_count
+
+
+def decode_chunk(data: bytes) -> ReplyChunk:
+    sequence, raw_entries, end_count = _decode_chunk_frame(data)
+    entries = tuple(_decode_entry(raw, index) for index, raw in enumerate(raw_entries))
     return ReplyChunk(sequence, entries, end_count)
 
 
@@ -409,11 +415,7 @@ def decode_reply(data: bytes) -> tuple[int, list[Message], int | None]:
     common entry (8 fields, no user properties, an ASCII topic) is checked and built
     inline, without a ReplyEntry; every other entry takes decode_chunk's path.
     """
-    fields = _expect_array(_loads(data, "reply chunk"), "reply chunk", (3,))
-    sequence = _expect_uint(fields[0], "chunk sequence")
-    raw_entries = fields[1]
-    if not isinstance(raw_entries, list):
-        raise EnvelopeError("chunk entries must be an array")
+    sequence, raw_entries, end_count = _decode_chunk_frame(data)
     messages: list[Message] = []
     append = messages.append
     for index, raw in enumerate(raw_entries):
@@ -458,7 +460,6 @@ def decode_reply(data: bytes) -> tuple[int, list[Message], int | None]:
                 entry.expiry,
             )
         )
-    end_count = None if fields[2] is None else _expect_uint(fields[2], "chunk end count")
     return sequence, messages, end_count
 
 
