@@ -22,7 +22,7 @@ import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import PersistentStorage
 
-from ._errors import ConnectError, NotConnectedError, ProtocolVersionError
+from ._errors import ConnectError, ProtocolVersionError
 
 __all__ = ["BrokerLimits", "Incoming", "Will", "Connection", "ConnectionLost", "MQTT_V5", "MQTT_V311"]
 
@@ -536,13 +536,6 @@ class Connection:
         body = b"".join(parts)
         return _variable_byte_integer(len(body)) + body
 
-    def write_buffer_size(self) -> int:
-        """Return the bytes queued in the transport, for back-pressure on large replies."""
-        connection = self._client._connection
-        if connection is None or connection._transport is None:
-            return 0
-        return int(connection._transport.get_write_buffer_size())
-
     async def close(self, *, send_disconnect: bool = True) -> None:
         """Close the connection; with ``send_disconnect`` send DISCONNECT first, so no will is published."""
         was_open = self.is_open
@@ -579,10 +572,6 @@ def _unsupported_version_text(protocol_version: int) -> str:
     if protocol_version >= MQTT_V5:
         return f"the broker does not support MQTT v5; for MQTT 3.1.1, {_USE_COMPAT}"
     return "the broker does not support MQTT 3.1.1"
-
-
-def raise_not_connected(what: str) -> NotConnectedError:
-    return NotConnectedError(f"cannot {what}: the client is not connected")
 
 
 def _encode_user_property(key: str, value: str) -> bytes:
