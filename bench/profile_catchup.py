@@ -2,7 +2,7 @@
 
 Run ``python -m bench.profile_catchup [--topics N] [--peers P] [--html PATH]`` from the
 repository root. The peers and the late client run in this process, as in the
-catch-up benchmark; only the reload is profiled, not the filling of the peers.
+catch-up benchmark. Only the reload is profiled, not the filling of the peers.
 pyinstrument is not a dependency of the project: install it into the venv first with
 ``.venv/bin/python -m pip install pyinstrument``.
 """

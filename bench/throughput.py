@@ -2,8 +2,8 @@
 
 Each Python measurement runs publisher and subscriber in one process, so both share
 one core and the broker has the other. The clock starts before the first publish and
-stops when the subscriber receives the last message; the rate counts received
-messages only, and messages lost at QoS 0 are recorded.
+stops when the subscriber receives the last message. The rate counts received
+messages only, and the messages lost at QoS 0 are recorded.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A :class:`Connection` is one MQTT network connection. The client makes a new one for
 every connect attempt and owns reconnecting, so gmqtt's own reconnect, resubscribe and
 protocol downgrade never run. gmqtt's callbacks, property dicts and exceptions stop
-here: the rest of the library sees :class:`Incoming`, :class:`BrokerLimits` and its
+here, so the rest of the library uses :class:`Incoming`, :class:`BrokerLimits` and its
 own exceptions.
 """
 
@@ -302,7 +302,7 @@ class Connection:
             await asyncio.gather(connect, return_exceptions=True)
             await self._abort()
             if not done:
-                # NOTE: amqtt replies to a v5 CONNECT with CONNACK 0x01 and closes at once;
+                # NOTE: amqtt replies to a v5 CONNECT with CONNACK 0x01 and closes at once.
                 # gmqtt 0.8 then loses the CONNACK and does not notice the close, so this
                 # case ends at the timeout instead of raising ProtocolVersionError.
                 raise ConnectError(

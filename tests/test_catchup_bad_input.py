@@ -2,7 +2,7 @@
 
 Each malformed request or reply must be dropped and counted in
 ``stats.malformed_dropped``. The application gets no exception and no message, the
-store keeps its entries, and the client goes on answering and reloading.
+store keeps its entries, and the client goes on replying to requests and reloading.
 """
 
 from __future__ import annotations

@@ -484,7 +484,7 @@ async def test_never_stale_newest_wins(fleet: Fleet, topic_root: str) -> None:
     new_writer = await fleet.peer()
     await new_writer.subscribe(topic, qos=1)
 
-    # new_writer sees the old value first, so its clock moves past the old stamp.
+    # new_writer receives the old value first, so its clock moves past the old stamp.
     old = await old_writer.publish(topic, b"old", qos=1)
     assert (await next_message(new_writer)).payload == b"old"
     new = await new_writer.publish(topic, b"new", qos=1)
@@ -495,7 +495,7 @@ async def test_never_stale_newest_wins(fleet: Fleet, topic_root: str) -> None:
     )
     stale_before = reader.stats.stale_dropped
 
-    # Both writers answer; old_writer still stores the old value under the older stamp.
+    # Both writers reply. old_writer still stores the old value under the older stamp.
     snapshot = await reader.reload(f"{topic_root}/#", timeout=TIMEOUT)
     await old_writer.publish(f"{topic_root}/marker", b"marker", qos=1)
     after = await messages_until(reader, f"{topic_root}/marker")

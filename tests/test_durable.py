@@ -279,7 +279,7 @@ async def main():
     with SqliteStore(path) as store:
         async with MnemoQ(port=int(port), client_id=client_id, control_prefix=control_prefix, store=store):
             print("serving", flush=True)
-            # Answer catch-up until the test kills this process or closes standard input.
+            # Reply to catch-up requests until the test kills this process or closes standard input.
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 

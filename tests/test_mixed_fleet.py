@@ -1,6 +1,6 @@
 """MQTT v5 and compat (MQTT 3.1.1) clients together on one Mosquitto, and v5 against amqtt.
 
-What each side sees follows spec/compat.md: a v5 client reads the compat envelope, so
+What each side receives follows spec/compat.md: a v5 client reads the compat envelope, so
 it gets a compat peer's sender; a compat client gets a v5 peer's live data without
 the user properties that MQTT 3.1.1 cannot carry, so with sender None. Catch-up works
 both ways, because a v5 requester sends compat peers a wrapped copy of its request and

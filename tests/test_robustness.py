@@ -26,8 +26,8 @@ async def test_request_burst_all_answered(make_client: Any, topic_root: str) -> 
         await publisher.publish(f"{topic_root}/{index}/value", str(index), qos=1)
     late = await make_client()
 
-    # 60 requests at once exceed the responder's burst of 20; the rest must be
-    # answered later instead of dropped.
+    # 60 requests at once exceed the responder's burst of 20, so the responder must
+    # reply to the rest later instead of dropping them.
     snapshots = await asyncio.gather(
         *(late.reload(f"{topic_root}/{index}/#", timeout=TIMEOUT) for index in range(60))
     )
